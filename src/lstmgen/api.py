@@ -1,0 +1,140 @@
+"""The Python API: ``lstmgen.train`` and ``lstmgen.load``. The CLI calls these."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .corpus import normalize_text, read_corpus
+from .data import load_split
+from .errors import LstmgenError
+from .evaluate import EvalResult, evaluate_stream, evaluate_windows
+from .generate import SampleConfig, fresh_seed, stream_tokens
+from .tokenizer import UnknownReport
+
+BUNDLED_DIR = Path(__file__).parent / "bundled" / "alice"
+
+
+@dataclass
+class Prepared:
+    """A prompt as the model will see it."""
+
+    text: str
+    unknown: UnknownReport
+
+
+class LanguageModel:
+    """A trained model with its vocabulary and corpus options."""
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model
+        self.tokenizer = checkpoint.tokenizer
+        self.corpus_config = checkpoint.corpus_config
+        self.path = checkpoint.path
+        self.train_config = checkpoint.meta.get("train", {})
+
+    @property
+    def framing(self) -> str:
+        return self.train_config.get("framing", "stream")
+
+    def prepare_text(self, text: str) -> Prepared:
+        """Put text through the model's own corpus options, then deal with
+        characters outside the vocabulary (see CharTokenizer.make_known)."""
+        text, _ = normalize_text(text.replace("\r\n", "\n").replace("\r", "\n"), self.corpus_config)
+        known, report = self.tokenizer.make_known(text)
+        return Prepared(known, report)
+
+    def random_prompt(self, seed: int) -> str:
+        excerpts = self.checkpoint.meta.get("prompt_excerpts") or []
+        if not excerpts:
+            return "\n" if "\n" in self.tokenizer.index else self.tokenizer.chars[0]
+        return random.Random(seed).choice(excerpts)
+
+    def stream(self, prompt: str | None = None, config: SampleConfig | None = None,
+               warn=None) -> Iterator[list[str]]:
+        """Yield, step by step, the next piece of text for each sample.
+
+        ``prompt=None`` takes a random excerpt of the training text. Unknown
+        prompt characters are reported through ``warn`` (one line).
+        """
+        config = config or SampleConfig()
+        seed = config.seed if config.seed is not None else fresh_seed()
+        if prompt is None:
+            prompt = self.random_prompt(seed)
+        prepared = self.prepare_text(prompt)
+        if prepared.unknown and warn is not None:
+            warn(prepared.unknown.describe())
+        ids = self.tokenizer.encode(prepared.text).tolist()
+        for tokens in stream_tokens(self.model, ids, config, seed):
+            yield [self.tokenizer.decode_one(int(t)) for t in tokens]
+
+    def generate(self, prompt: str | None = None, config: SampleConfig | None = None) -> list[str]:
+        """Generate ``config.num_samples`` continuations (prompt not included)."""
+        config = config or SampleConfig()
+        pieces: list[list[str]] = [[] for _ in range(config.num_samples)]
+        for step in self.stream(prompt, config):
+            for i, piece in enumerate(step):
+                pieces[i].append(piece)
+        return ["".join(p) for p in pieces]
+
+    def evaluate_ids(self, ids: np.ndarray) -> EvalResult:
+        if self.framing == "windows":
+            window = int(self.train_config.get("seq_len", 100))
+            return evaluate_windows(self.model, ids, window)
+        return evaluate_stream(self.model, ids)
+
+    def evaluate(self, text: str) -> EvalResult:
+        """Held-out loss on already-cleaned text (Gutenberg stripping is the
+        caller's choice; the model's case/ASCII/punctuation options are applied)."""
+        prepared = self.prepare_text(text)
+        return self.evaluate_ids(self.tokenizer.encode(prepared.text))
+
+    def evaluate_file(self, path: str | os.PathLike, warn=None) -> EvalResult:
+        """Read a file the way the training corpus was read, then evaluate."""
+        corpus = read_corpus(path, self.corpus_config)
+        known, report = self.tokenizer.make_known(corpus.text)
+        if report and warn is not None:
+            warn(report.describe())
+        return self.evaluate_ids(self.tokenizer.encode(known))
+
+    def evaluate_validation(self) -> EvalResult:
+        """Loss on the run's own held-out split (``RUN_DIR/data/val.bin``)."""
+        data_dir = self.path.parent / "data"
+        if not (data_dir / "meta.json").exists():
+            raise LstmgenError(
+                f"{self.path} has no validation data beside it (expected {data_dir}); "
+                "give a TEXT_FILE to evaluate on"
+            )
+        split = load_split(data_dir)
+        if len(split.val) < 2:
+            raise LstmgenError("this run held out no validation text (--val-fraction 0); give a TEXT_FILE to evaluate on")
+        return self.evaluate_ids(split.val)
+
+
+def load(run_dir: str | os.PathLike | None = None, device: str = "cpu") -> LanguageModel:
+    """Load a run directory or checkpoint; ``None`` loads the bundled Alice model."""
+    path = BUNDLED_DIR if run_dir is None else run_dir
+    return LanguageModel(load_checkpoint(path, device=device))
+
+
+def train(corpus_path, out_dir, preset: str = "default", *, force: bool = False, progress: bool = True,
+          log=print, **overrides):
+    """Train on a text file with a preset, overriding any ModelConfig,
+    CorpusConfig or TrainConfig field by name::
+
+        lstmgen.train("alice.txt", "runs/alice", preset="tutorial-small", max_minutes=2)
+    """
+    from .presets import resolve
+    from .training import train as run_training
+
+    model_options, corpus_config, train_config = resolve(preset, **overrides)
+    return run_training(corpus_path, out_dir, model_options, corpus_config, train_config,
+                        force=force, progress=progress, log=log)

@@ -1,0 +1,212 @@
+"""Checkpoints a stranger can read: safetensors weights plus plain JSON.
+
+A checkpoint is a directory::
+
+    model.safetensors   the weights (never pickle)
+    config.json         format version, ModelConfig, CorpusConfig, training
+                        settings and progress, SHA-256 of the weights
+    tokenizer.json      the vocabulary
+
+A run directory holds ``best/`` (lowest validation loss) and ``last/``.
+Writes go to a temporary directory that is renamed into place, so a crash
+leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .corpus import CorpusConfig
+from .errors import LstmgenError
+from .model import LSTMLanguageModel, ModelConfig
+from .tokenizer import CharTokenizer
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+_PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".h5", ".hdf5", ".keras"}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model in eval mode and everything needed to use it."""
+
+    model: LSTMLanguageModel
+    tokenizer: CharTokenizer
+    corpus_config: CorpusConfig
+    path: Path
+    meta: dict = field(default_factory=dict)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    directory: Path,
+    model: LSTMLanguageModel,
+    tokenizer: CharTokenizer,
+    corpus_config: CorpusConfig,
+    meta: dict,
+    weights_dtype: torch.dtype = torch.float32,
+) -> None:
+    """Write a checkpoint directory atomically.
+
+    ``weights_dtype=torch.float16`` halves the file (used for the bundled
+    model); loading always returns float32 weights.
+    """
+    directory = Path(directory)
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{directory.name}.tmp-{os.getpid()}"
+    old = parent / f".{directory.name}.old"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "lstmgen", "format_version": str(FORMAT_VERSION)})
+        with open(tmp / WEIGHTS, "rb+") as f:
+            os.fsync(f.fileno())
+        config = {
+            "format": "lstmgen",
+            "format_version": FORMAT_VERSION,
+            "weights_sha256": sha256_file(tmp / WEIGHTS),
+            "weights_dtype": str(weights_dtype).replace("torch.", ""),
+            "model": model.config.to_dict(),
+            "corpus": corpus_config.to_dict(),
+            **meta,
+        }
+        _write_json(tmp / CONFIG, config)
+        _write_json(tmp / TOKENIZER, tokenizer.to_dict())
+        _fsync_dir(tmp)
+        if old.exists():
+            shutil.rmtree(old)
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        _fsync_dir(parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """Find the checkpoint directory for a run directory or a checkpoint path."""
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() in _PICKLE_SUFFIXES:
+            raise LstmgenError(
+                f"{p} is a {p.suffix} file; lstmgen never loads pickled or Keras files. "
+                "Give a run directory or a checkpoint directory holding model.safetensors and config.json"
+            )
+        if p.name in (WEIGHTS, CONFIG, TOKENIZER):
+            return resolve_checkpoint(p.parent)
+        raise LstmgenError(f"{p} is a file; give a run directory (from lstmgen train --out) or a checkpoint directory")
+    if not p.exists():
+        raise LstmgenError(f"{p}: no such run directory; give the --out directory of lstmgen train")
+    if (p / CONFIG).exists() or (p / WEIGHTS).exists():
+        return p
+    for name in ("best", "last"):
+        for candidate in (p / name, p / f".{name}.old"):
+            if (candidate / CONFIG).exists():
+                return candidate
+    raise LstmgenError(
+        f"{p} is not an lstmgen checkpoint (no config.json, best/ or last/ inside); "
+        "give the --out directory of lstmgen train"
+    )
+
+
+def read_config(directory: Path) -> dict:
+    try:
+        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LstmgenError(f"{directory} has no {CONFIG}; the checkpoint is incomplete, re-train or copy it again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LstmgenError(f"{directory / CONFIG} is corrupt (not valid JSON); re-train or copy the checkpoint again") from None
+    if not isinstance(config, dict) or config.get("format") != "lstmgen":
+        raise LstmgenError(f"{directory / CONFIG} is not an lstmgen checkpoint config")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise LstmgenError(
+            f"{directory} has checkpoint format version {version!r}, but this lstmgen reads version "
+            f"{FORMAT_VERSION}; use the lstmgen version that wrote it"
+        )
+    return config
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint (or the best one of a run directory), verifying its weights."""
+    directory = resolve_checkpoint(path)
+    config = read_config(directory)
+    weights = directory / WEIGHTS
+    if not weights.exists():
+        raise LstmgenError(f"{directory} has no {WEIGHTS}; the checkpoint is incomplete, re-train or copy it again")
+    expected = config.get("weights_sha256")
+    if expected and sha256_file(weights) != expected:
+        raise LstmgenError(
+            f"{weights} is corrupt (its SHA-256 does not match config.json); re-train or copy the checkpoint again"
+        )
+    try:
+        tokenizer_data = json.loads((directory / TOKENIZER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LstmgenError(f"{directory} has no {TOKENIZER}; the checkpoint is incomplete") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LstmgenError(f"{directory / TOKENIZER} is corrupt (not valid JSON)") from None
+    tokenizer = CharTokenizer.from_dict(tokenizer_data)
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+        corpus_config = CorpusConfig.from_dict(config.get("corpus", {}))
+    except (KeyError, TypeError) as exc:
+        raise LstmgenError(f"{directory / CONFIG} is missing or has bad fields ({exc})") from None
+    if model_config.vocab_size != tokenizer.vocab_size:
+        raise LstmgenError(f"{directory}: the model's vocabulary size does not match tokenizer.json")
+    model = LSTMLanguageModel(model_config)
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LstmgenError(f"{weights} is corrupt ({exc}); re-train or copy the checkpoint again") from None
+    try:
+        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise LstmgenError(f"{weights} does not fit config.json ({first})") from None
+    model.to(device).eval()
+    return Checkpoint(model=model, tokenizer=tokenizer, corpus_config=corpus_config, path=directory, meta=config)

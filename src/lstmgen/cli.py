@@ -1,0 +1,269 @@
+"""The ``lstmgen`` command: a thin layer over the Python API.
+
+Expected failures (LstmgenError, bad flags) print one line on stderr and exit
+non-zero; anything else keeps its traceback, because it is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import LstmgenError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints a whole usage block on a bad flag; one line is clearer."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _warn(message: str) -> None:
+    print(f"lstmgen: warning: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError("expected a number, got nan")
+    return value
+
+
+def _add_corpus_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("corpus options")
+    g.add_argument("--encoding", default=None, help="force a text encoding (default: UTF-8, else Windows-1252)")
+    g.add_argument("--keep-header", action="store_true", default=None,
+                   help="keep Project Gutenberg headers and footers")
+    g.add_argument("--lowercase", action="store_true", default=None, help="lowercase the text")
+    g.add_argument("--ascii", action="store_true", default=None, help="fold the text to ASCII, reporting changes")
+    g.add_argument("--strip-punctuation", action="store_true", default=None, help="remove all punctuation")
+
+
+def _corpus_config(args):
+    from .corpus import CorpusConfig
+
+    return CorpusConfig(encoding=args.encoding, keep_header=bool(args.keep_header), lowercase=bool(args.lowercase),
+                        ascii=bool(args.ascii), strip_punctuation=bool(args.strip_punctuation))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lstmgen", description="Train LSTM language models on text and generate from them.")
+    parser.add_argument("--version", action="version", version=f"lstmgen {__import__('lstmgen').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("corpus", help="summarise a text file as the model would see it")
+    p.add_argument("file", metavar="FILE")
+    _add_corpus_options(p)
+    p.add_argument("--dump", metavar="OUT", help="write the cleaned text to OUT")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = sub.add_parser("train", help="train a model on a text file")
+    p.add_argument("corpus", metavar="CORPUS")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="directory for checkpoints and metrics")
+    p.add_argument("--preset", default="default", help="default, tutorial-small or tutorial-large")
+    p.add_argument("--force", action="store_true", help="overwrite a run already in RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_corpus_options(p)
+    g = p.add_argument_group("model (override the preset)")
+    g.add_argument("--hidden-size", type=_positive_int)
+    g.add_argument("--num-layers", type=_positive_int)
+    g.add_argument("--dropout", type=_number)
+    g.add_argument("--input", dest="input_mode", choices=["embedding", "onehot", "scaled"])
+    g.add_argument("--embedding-dim", type=_positive_int)
+    g = p.add_argument_group("training (override the preset)")
+    g.add_argument("--framing", choices=["stream", "windows"])
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--max-minutes", type=_number)
+    g.add_argument("--max-steps", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--seq-len", type=_positive_int)
+    g.add_argument("--lr", type=_number)
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    g.add_argument("--warmup-steps", type=_positive_int)
+    g.add_argument("--grad-clip", type=_number)
+    g.add_argument("--val-fraction", type=_number)
+    g.add_argument("--eval-every", type=_positive_int)
+    g.add_argument("--seed", type=_positive_int)
+    g.add_argument("--device", default=None)
+
+    p = sub.add_parser("generate", help="generate text from a trained model")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
+    p.add_argument("--prompt", help="text to start from; '-' reads standard input (default: a random excerpt)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=1000)
+    p.add_argument("--temperature", type=_number, default=0.8, help="0 means argmax (default 0.8)")
+    p.add_argument("--top-k", type=_positive_int)
+    p.add_argument("--top-p", type=_number)
+    p.add_argument("--num-samples", type=_positive_int, default=1)
+    p.add_argument("--seed", type=_positive_int)
+    p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
+
+    p = sub.add_parser("evaluate", help="held-out loss of a model")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("text_file", nargs="?", metavar="TEXT_FILE", help="default: the run's own validation split")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def cmd_corpus(args) -> int:
+    from .corpus import read_corpus, summarize
+
+    corpus = read_corpus(args.file, _corpus_config(args))
+    if args.dump:
+        out = Path(args.dump)
+        try:
+            out.write_text(corpus.text, encoding="utf-8")
+        except OSError as exc:
+            raise LstmgenError(f"cannot write {out} ({exc.strerror}); choose a writable path for --dump") from None
+    summary = summarize(corpus)
+    if args.json:
+        summary.pop("vocab_shown")
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    for note in corpus.notes:
+        _note(f"lstmgen: {note}")
+    print(f"Source:           {summary['source']} ({summary['encoding']})")
+    print(f"Total characters: {summary['total_chars']:,}")
+    print(f"Lines:            {summary['lines']:,}")
+    print(f"Vocabulary size:  {summary['vocab_size']:,}")
+    print("Vocabulary:       " + " ".join(summary["vocab_shown"]))
+    if args.dump:
+        print(f"Cleaned text written to {args.dump}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .api import train
+
+    overrides = {k: getattr(args, k) for k in (
+        "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "framing", "epochs", "max_minutes",
+        "max_steps", "batch_size", "seq_len", "lr", "lr_schedule", "warmup_steps", "grad_clip", "val_fraction",
+        "eval_every", "seed", "device", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation")}
+    train(args.corpus, args.out, preset=args.preset, force=args.force, progress=not args.quiet, log=_note,
+          **overrides)
+    return 0
+
+
+def _read_prompt(args) -> str | None:
+    if args.prompt == "-":
+        data = sys.stdin.buffer.read()
+        from .corpus import decode_bytes
+
+        try:
+            text, _, _ = decode_bytes(data)
+        except Exception:
+            raise LstmgenError("standard input is not text; pipe a text prompt or use --prompt TEXT") from None
+        return text
+    return args.prompt
+
+
+def cmd_generate(args) -> int:
+    from .api import load
+    from .generate import SampleConfig, fresh_seed
+
+    config = SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, num_samples=args.num_samples, seed=args.seed)
+    model = load(args.run_dir)
+    if config.seed is None:
+        seed = fresh_seed()
+        config = SampleConfig(**dict(config.to_dict(), seed=seed))
+        _note(f"lstmgen: sampling with seed {seed} (pass --seed {seed} to repeat this text)")
+    prompt = _read_prompt(args)
+    if prompt is None:
+        prompt = model.random_prompt(config.seed)
+        _note("lstmgen: seed text is a random excerpt of the training text (give --prompt to choose one)")
+    shown = model.prepare_text(prompt).text
+    out = sys.stdout
+    interactive = out.isatty()
+    stream = model.stream(prompt, config, warn=_warn)
+    try:
+        if config.num_samples == 1:
+            if not args.no_echo:
+                out.write(shown)
+                out.flush()
+            last_flush = time.perf_counter()
+            for step in stream:
+                out.write(step[0])
+                now = time.perf_counter()
+                if interactive or now - last_flush > 0.1:
+                    out.flush()
+                    last_flush = now
+            out.write("\n")
+        else:
+            samples = [[] for _ in range(config.num_samples)]
+            for step in stream:
+                for i, piece in enumerate(step):
+                    samples[i].append(piece)
+            for i, pieces in enumerate(samples):
+                out.write(f"--- sample {i + 1} of {config.num_samples} ---\n")
+                out.write(("" if args.no_echo else shown) + "".join(pieces) + "\n")
+    finally:
+        out.flush()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .api import load
+
+    model = load(args.run_dir)
+    if args.text_file:
+        result = model.evaluate_file(args.text_file, warn=_warn)
+        what = args.text_file
+    else:
+        result = model.evaluate_validation()
+        what = "the run's validation split"
+    if args.json:
+        print(json.dumps(dict(result.to_dict(), checkpoint=str(model.path), text=what)))
+    else:
+        print(f"{what}: {result.line()}")
+    return 0
+
+
+COMMANDS = {"corpus": cmd_corpus, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except LstmgenError as exc:
+        print(f"lstmgen {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"\nlstmgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `lstmgen generate | head`: the reader left; that is not an error.
+        try:
+            sys.stdout = open("/dev/null", "w")
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

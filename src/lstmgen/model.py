@@ -1,0 +1,135 @@
+"""The LSTM language model: one readable file, configured by ModelConfig."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import LstmgenError
+
+INPUT_MODES = ("embedding", "onehot", "scaled")
+
+# (h, c), each (num_layers, B, H): nn.LSTM's own state layout.
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network. Stored as ``config.json`` in every checkpoint."""
+
+    vocab_size: int
+    """Number of distinct tokens (characters for a char model)."""
+    hidden_size: int = 512
+    """Units per LSTM layer."""
+    num_layers: int = 2
+    """Stacked LSTM layers."""
+    dropout: float = 0.2
+    """Dropout between LSTM layers and before the output layer (training only)."""
+    input_mode: str = "embedding"
+    """How ids enter the LSTM: a learned 'embedding', a 'onehot' vector, or the
+    tutorial's 'scaled' integer (id / vocab_size, one input feature)."""
+    embedding_dim: int = 64
+    """Embedding width; used only with input_mode='embedding'."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 1:
+            raise LstmgenError("the vocabulary must hold at least one token")
+        if self.hidden_size < 1 or self.num_layers < 1:
+            raise LstmgenError("--hidden-size and --num-layers must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LstmgenError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.input_mode not in INPUT_MODES:
+            raise LstmgenError(f"--input must be one of {', '.join(INPUT_MODES)}, got {self.input_mode!r}")
+        if self.input_mode == "embedding" and self.embedding_dim < 1:
+            raise LstmgenError("--embedding-dim must be at least 1")
+
+    @property
+    def input_size(self) -> int:
+        return {"embedding": self.embedding_dim, "onehot": self.vocab_size, "scaled": 1}[self.input_mode]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class LSTMLanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        if config.input_mode == "embedding":
+            self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
+        self.lstm = nn.LSTM(
+            config.input_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            # nn.LSTM applies this between layers only; the output dropout is separate.
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def init_state(self, batch_size: int, device=None) -> State:
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        device = device or self.head.weight.device
+        return (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) int64 -> (B, T, input_size) float."""
+        mode = self.config.input_mode
+        if mode == "embedding":
+            return self.embedding(idx)
+        if mode == "onehot":
+            return F.one_hot(idx, self.config.vocab_size).to(self.head.weight.dtype)
+        # The tutorial divides the integer id by the vocabulary size.
+        return (idx.to(self.head.weight.dtype) / self.config.vocab_size).unsqueeze(-1)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        state: State | None = None,
+        targets: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """Run ``idx`` (B, T) from ``state``.
+
+        Returns (logits, loss, new_state). Logits are (B, T, V), or (B, V) with
+        ``last_only`` (the tutorial's one-target-per-window framing, and the
+        last step of a prompt). ``targets`` is (B, T), or (B,) with last_only;
+        the loss is the mean cross-entropy in nats.
+        """
+        x = self.embed(idx)  # (B, T, I)
+        out, new_state = self.lstm(x, state)  # (B, T, H)
+        if last_only:
+            out = out[:, -1]  # (B, H)
+        logits = self.head(self.drop(out))  # (B, T, V) or (B, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss, new_state
+
+
+def flops_per_token(config: ModelConfig) -> int:
+    """Multiply-adds ×2 for one forward step of one token (embedding lookup is free)."""
+    h, i = config.hidden_size, config.input_size
+    total = 0
+    for layer in range(config.num_layers):
+        inp = i if layer == 0 else h
+        total += 2 * 4 * h * (inp + h)
+    total += 2 * h * config.vocab_size
+    return total
+
+
+def nats_to_bits(loss_nats: float) -> float:
+    return loss_nats / math.log(2)
