@@ -23,11 +23,11 @@ class ModelConfig:
 
     vocab_size: int
     """Number of distinct tokens (characters for a char model)."""
-    hidden_size: int = 512
+    hidden_size: int = 384
     """Units per LSTM layer."""
     num_layers: int = 2
     """Stacked LSTM layers."""
-    dropout: float = 0.2
+    dropout: float = 0.4
     """Dropout between LSTM layers and before the output layer (training only)."""
     input_mode: str = "embedding"
     """How ids enter the LSTM: a learned 'embedding', a 'onehot' vector, or the

@@ -6,12 +6,14 @@ from .errors import LstmgenError
 
 # Each preset has three parts, one per config object: model, corpus, train.
 PRESETS: dict[str, dict[str, dict]] = {
-    # The best recipe found for a 2-core CPU within a few minutes (see README).
+    # The best recipe found for a 2-core CPU in 5 minutes on Alice (README,
+    # "Choosing the default preset"): on a small corpus, more updates of a
+    # mid-sized model with heavy dropout beat a wider model or bigger batches.
     "default": {
-        "model": {"hidden_size": 512, "num_layers": 2, "dropout": 0.25, "input_mode": "embedding",
+        "model": {"hidden_size": 384, "num_layers": 2, "dropout": 0.4, "input_mode": "embedding",
                   "embedding_dim": 64},
         "corpus": {},
-        "train": {"framing": "stream", "batch_size": 32, "seq_len": 128, "lr": 3e-3, "lr_schedule": "cosine",
+        "train": {"framing": "stream", "batch_size": 16, "seq_len": 128, "lr": 3e-3, "lr_schedule": "cosine",
                   "warmup_steps": 20, "grad_clip": 1.0, "epochs": None, "max_minutes": 5.0},
     },
     # The tutorial's first model: LSTM(256) → Dropout(0.2) → Dense softmax,

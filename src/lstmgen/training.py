@@ -33,7 +33,7 @@ class TrainConfig:
     framing: str = "stream"
     """'stream': contiguous columns with truncated BPTT and a loss at every
     position. 'windows': the tutorial's one target per --seq-len window."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Stream columns (or windows) per step."""
     seq_len: int = 128
     """BPTT length for 'stream'; the window length for 'windows'."""

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import lstmgen
+from lstmgen.errors import LstmgenError
+from lstmgen.presets import PRESETS, resolve
+from lstmgen.training import TrainConfig, Trainer
+
+from conftest import corpus_path
+
+TINY = dict(hidden_size=32, num_layers=1, embedding_dim=8, eval_every=None)
+
+
+def quiet(*_):
+    pass
+
+
+def test_tutorial_small_preset_is_the_tutorials_setup():
+    model, corpus, train = resolve("tutorial-small")
+    assert model == {"hidden_size": 256, "num_layers": 1, "dropout": 0.2, "input_mode": "scaled"}
+    assert corpus.lowercase and not corpus.ascii
+    assert (train.framing, train.batch_size, train.seq_len, train.epochs) == ("windows", 128, 100, 20)
+    _, _, large = resolve("tutorial-large")
+    assert (large.batch_size, large.epochs) == (64, 50)
+    assert PRESETS["tutorial-large"]["model"]["num_layers"] == 2
+
+
+def test_flags_override_the_preset():
+    model, corpus, train = resolve("tutorial-small", hidden_size=64, lowercase=False, epochs=3, seed=None)
+    assert model["hidden_size"] == 64 and not corpus.lowercase and train.epochs == 3 and train.seed == 1337
+
+
+def test_tutorial_framing_trains_and_evaluates_on_windows(tmp_path):
+    result = lstmgen.train(corpus_path("alice-wonderland-tutorial-trimmed.txt"), tmp_path / "run",
+                           preset="tutorial-small", max_steps=4, epochs=None, progress=False, log=quiet,
+                           hidden_size=16)
+    assert result.steps == 4
+    model = lstmgen.load(tmp_path / "run")
+    assert model.model.config.input_mode == "scaled" and model.framing == "windows"
+    text = lstmgen.read_corpus(corpus_path("alice-wonderland-tutorial-trimmed.txt"), model.corpus_config).text
+    assert model.tokenizer.chars == sorted(set(text)) and "A" not in model.tokenizer.chars
+    val = model.evaluate_validation()
+    ids_val = np.fromfile(tmp_path / "run" / "data" / "val.bin", dtype=np.uint8)
+    assert val.tokens == len(ids_val) - 100  # one prediction per window after the first 100 characters
+    assert val.loss_nats == pytest.approx(result.best_val.loss_nats, abs=1e-4)
+
+
+def test_same_seed_same_weights(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        lstmgen.train(corpus_path("alice-gutenberg-11-utf8.txt"), tmp_path / name, max_steps=3, progress=False,
+                      log=quiet, batch_size=4, seq_len=16, **TINY)
+        runs.append(lstmgen.load(tmp_path / name).model.state_dict())
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key])
+
+
+def test_short_text_lowers_the_batch_size_and_no_validation_keeps_best_by_train_loss(tmp_path):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("the cat sat on the mat. " * 20)
+    notes = []
+    result = lstmgen.train(corpus, tmp_path / "run", max_steps=5, progress=False, log=notes.append,
+                           batch_size=64, seq_len=32, val_fraction=0.0, **TINY)
+    assert any("--batch-size is lowered" in n for n in notes)
+    assert result.best_val is None
+    assert (tmp_path / "run" / "best" / "config.json").exists()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "val_loss_nats" not in rows[-1]
+    with pytest.raises(LstmgenError, match="held out no validation"):
+        lstmgen.load(tmp_path / "run").evaluate_validation()
+
+
+def test_cosine_schedule_with_warmup():
+    config = TrainConfig(max_steps=100, lr=1e-2, lr_schedule="cosine", warmup_steps=10)
+    trainer = Trainer(torch.nn.Linear(1, 1), config, torch.device("cpu"))
+    assert trainer.lr_at(0, 0.0) == pytest.approx(1e-3)
+    assert trainer.lr_at(9, 0.09) == pytest.approx(1e-2)
+    assert trainer.lr_at(50, 0.5) == pytest.approx(1e-3 + 9e-3 * 0.5)
+    assert trainer.lr_at(100, 1.0) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "--batch-size"),
+    ({"seq_len": -1}, "--seq-len"),
+    ({"lr": 0.0}, "--lr"),
+    ({"max_minutes": -2.0}, "--max-minutes"),
+    ({"val_fraction": 1.0}, "--val-fraction"),
+    ({"framing": "bags"}, "--framing"),
+    ({"epochs": None, "max_steps": None, "max_minutes": None}, "needs a limit"),
+])
+def test_impossible_training_options(kwargs, message):
+    base = {"epochs": 1}
+    base.update(kwargs)
+    with pytest.raises(LstmgenError, match=message):
+        TrainConfig(**base)
