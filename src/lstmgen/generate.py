@@ -12,6 +12,7 @@ instead of the tutorial's re-run of a 100-character window per character.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
@@ -96,6 +97,25 @@ def next_tokens(logits: torch.Tensor, config: SampleConfig, generator: torch.Gen
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+# oneDNN's LSTM kernel is the faster one for training and long prompts, but
+# for one time step of a small batch it costs 2.0 ms against 0.46 ms for
+# PyTorch's own kernel (bundled model, 1 stream, 2 cores; 256 streams: equal).
+_ONEDNN_MAX_STEP_BATCH = 128
+
+
+@contextmanager
+def _onednn(enabled: bool):
+    # Set around each step, not around the whole generator, so that code
+    # running while the generator is suspended keeps its own setting. (The
+    # public torch.backends.mkldnn.flags() also resets TF32 and warns.)
+    before = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(before)
+
+
 @torch.inference_mode()
 def stream_tokens(
     model: LSTMLanguageModel,
@@ -115,7 +135,9 @@ def stream_tokens(
     n = config.num_samples
     state = (h.repeat(1, n, 1), c.repeat(1, n, 1))  # (L, N, H) each
     logits = logits.repeat(n, 1)  # (N, V)
+    use_onednn = n > _ONEDNN_MAX_STEP_BATCH
     for _ in range(config.max_new_tokens):
         token = next_tokens(logits.cpu(), config, generator)  # (N,)
         yield token
-        logits, _, state = model(token.to(device).unsqueeze(1), state, last_only=True)
+        with _onednn(use_onednn and torch._C._get_mkldnn_enabled()):
+            logits, _, state = model(token.to(device).unsqueeze(1), state, last_only=True)
