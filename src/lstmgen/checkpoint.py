@@ -34,6 +34,10 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
+# safetensors creates its file with mode 0600; give it the mode every other
+# file gets, so that a run directory can be shared like any other.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 _PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".h5", ".hdf5", ".keras"}
 
 
@@ -101,6 +105,7 @@ def save_checkpoint(
     try:
         tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "lstmgen", "format_version": str(FORMAT_VERSION)})
+        os.chmod(tmp / WEIGHTS, 0o666 & ~_UMASK)
         with open(tmp / WEIGHTS, "rb+") as f:
             os.fsync(f.fileno())
         config = {
