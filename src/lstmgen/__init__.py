@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # Imported on first use, so that `lstmgen corpus` starts without loading torch.
 _EXPORTS = {
-    "train": "api", "load": "api", "LanguageModel": "api",
+    "train": "api", "resume": "api", "load": "api", "LanguageModel": "api",
     "CorpusConfig": "corpus", "read_corpus": "corpus",
     "LstmgenError": "errors", "EvalResult": "evaluate", "SampleConfig": "generate",
     "ModelConfig": "model", "TrainConfig": "training", "TrainResult": "training",

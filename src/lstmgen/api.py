@@ -138,3 +138,11 @@ def train(corpus_path, out_dir, preset: str = "default", *, force: bool = False,
     model_options, corpus_config, train_config = resolve(preset, **overrides)
     return run_training(corpus_path, out_dir, model_options, corpus_config, train_config,
                         force=force, progress=progress, log=log)
+
+
+def resume(run_dir, *, progress: bool = True, log=print, epochs=None, max_steps=None, max_minutes=None):
+    """Continue a run exactly where its last checkpoint left it; the limits may be raised."""
+    from .training import resume as resume_training
+
+    return resume_training(run_dir, progress=progress, log=log, epochs=epochs, max_steps=max_steps,
+                           max_minutes=max_minutes)

@@ -6,6 +6,8 @@ A checkpoint is a directory::
     config.json         format version, ModelConfig, CorpusConfig, training
                         settings and progress, SHA-256 of the weights
     tokenizer.json      the vocabulary
+    trainer_state.*     (last/ only) optimizer, RNG, data position and carried
+                        LSTM state, so that --resume continues the same run
 
 A run directory holds ``best/`` (lowest validation loss) and ``last/``.
 Writes go to a temporary directory that is renamed into place, so a crash
@@ -34,6 +36,8 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
+TRAINER_TENSORS = "trainer_state.safetensors"
+TRAINER_JSON = "trainer_state.json"
 # safetensors creates its file with mode 0600; give it the mode every other
 # file gets, so that a run directory can be shared like any other.
 _UMASK = os.umask(0)
@@ -81,6 +85,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """save_file, flushed to disk; its write errors (disk full, file-size
+    limit) come back as OSError like every other write's."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+        os.chmod(path, 0o666 & ~_UMASK)
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    except SafetensorError as exc:
+        raise OSError(f"writing {path.name} failed: {exc}") from None
+
+
 def save_checkpoint(
     directory: Path,
     model: LSTMLanguageModel,
@@ -88,11 +104,13 @@ def save_checkpoint(
     corpus_config: CorpusConfig,
     meta: dict,
     weights_dtype: torch.dtype = torch.float32,
+    trainer_state: tuple[dict[str, torch.Tensor], dict] | None = None,
 ) -> None:
     """Write a checkpoint directory atomically.
 
     ``weights_dtype=torch.float16`` halves the file (used for the bundled
-    model); loading always returns float32 weights.
+    model); loading always returns float32 weights. ``trainer_state`` is
+    (tensors, JSON data) for exact resume.
     """
     directory = Path(directory)
     parent = directory.parent
@@ -104,10 +122,7 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "lstmgen", "format_version": str(FORMAT_VERSION)})
-        os.chmod(tmp / WEIGHTS, 0o666 & ~_UMASK)
-        with open(tmp / WEIGHTS, "rb+") as f:
-            os.fsync(f.fileno())
+        _save_tensors(tensors, tmp / WEIGHTS, {"format": "lstmgen", "format_version": str(FORMAT_VERSION)})
         config = {
             "format": "lstmgen",
             "format_version": FORMAT_VERSION,
@@ -119,6 +134,11 @@ def save_checkpoint(
         }
         _write_json(tmp / CONFIG, config)
         _write_json(tmp / TOKENIZER, tokenizer.to_dict())
+        if trainer_state is not None:
+            tensors, data = trainer_state
+            _save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / TRAINER_TENSORS)
+            _write_json(tmp / TRAINER_JSON, dict(data, format_version=FORMAT_VERSION,
+                                                 tensors_sha256=sha256_file(tmp / TRAINER_TENSORS)))
         _fsync_dir(tmp)
         if old.exists():
             shutil.rmtree(old)
@@ -215,3 +235,26 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise LstmgenError(f"{weights} does not fit config.json ({first})") from None
     model.to(device).eval()
     return Checkpoint(model=model, tokenizer=tokenizer, corpus_config=corpus_config, path=directory, meta=config)
+
+
+def load_trainer_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The optimizer, RNG and data-position state saved beside ``last/``'s weights."""
+    tensors_path, json_path = directory / TRAINER_TENSORS, directory / TRAINER_JSON
+    if not tensors_path.exists() or not json_path.exists():
+        raise LstmgenError(
+            f"{directory} holds no training state to resume from (it was not written by lstmgen train, "
+            "or is a best/ checkpoint); start a new run with --force"
+        )
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LstmgenError(f"{json_path} is corrupt (not valid JSON); start a new run with --force") from None
+    if data.get("format_version") != FORMAT_VERSION:
+        raise LstmgenError(f"{json_path} has an unknown format version; resume it with the lstmgen that wrote it")
+    if sha256_file(tensors_path) != data.get("tensors_sha256"):
+        raise LstmgenError(f"{tensors_path} is corrupt (its SHA-256 does not match); start a new run with --force")
+    try:
+        tensors = load_file(str(tensors_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LstmgenError(f"{tensors_path} is corrupt ({exc}); start a new run with --force") from None
+    return tensors, data

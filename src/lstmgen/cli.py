@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
-from .errors import LstmgenError
+from .errors import LstmgenError, TrainingInterrupted
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -50,6 +51,17 @@ def _number(text: str) -> float:
     return value
 
 
+def _steps_or_minutes(text: str) -> tuple[str, float]:
+    value = text.strip().lower()
+    for suffix in ("min", "m"):
+        if value.endswith(suffix):
+            return "minutes", _number(value[: -len(suffix)])
+    try:
+        return "steps", int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a step count such as 500 or minutes such as 10m, got {text!r}") from None
+
+
 def _add_corpus_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("corpus options")
     g.add_argument("--encoding", default=None, help="force a text encoding (default: UTF-8, else Windows-1252)")
@@ -79,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = sub.add_parser("train", help="train a model on a text file")
-    p.add_argument("corpus", metavar="CORPUS")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="directory for checkpoints and metrics")
+    p.add_argument("corpus", metavar="CORPUS", nargs="?", help="the text file (not needed with --resume)")
+    p.add_argument("--out", metavar="RUN_DIR", help="directory for checkpoints and metrics")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
     p.add_argument("--preset", default="default", help="default, tutorial-small or tutorial-large")
     p.add_argument("--force", action="store_true", help="overwrite a run already in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-fraction", type=_number)
     g.add_argument("--eval-every", type=_positive_int)
     g.add_argument("--seed", type=_positive_int)
+    g.add_argument("--checkpoint-every", type=_steps_or_minutes, metavar="N|Nm",
+                   help="also write last/ every N steps, or every N minutes with an m suffix (default 10m)")
     g.add_argument("--device", default=None)
 
     p = sub.add_parser("generate", help="generate text from a trained model")
@@ -152,13 +167,34 @@ def cmd_corpus(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from .api import train
+_LIMITS = ("epochs", "max_steps", "max_minutes")
+_TRAIN_OPTIONS = (
+    "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "framing", "batch_size", "seq_len", "lr",
+    "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "encoding",
+    "keep_header", "lowercase", "ascii", "strip_punctuation")
 
-    overrides = {k: getattr(args, k) for k in (
-        "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "framing", "epochs", "max_minutes",
-        "max_steps", "batch_size", "seq_len", "lr", "lr_schedule", "warmup_steps", "grad_clip", "val_fraction",
-        "eval_every", "seed", "device", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation")}
+
+def cmd_train(args) -> int:
+    from .api import resume, train
+
+    overrides = {k: getattr(args, k) for k in _TRAIN_OPTIONS + _LIMITS}
+    if args.checkpoint_every is not None:
+        unit, value = args.checkpoint_every
+        overrides["checkpoint_every" if unit == "steps" else "checkpoint_minutes"] = value
+    if args.resume:
+        fixed = sorted("--" + k.replace("_", "-") for k, v in overrides.items() if v is not None and k not in _LIMITS)
+        if fixed or args.preset != "default" or args.force:
+            extra = fixed + (["--preset"] if args.preset != "default" else []) + (["--force"] if args.force else [])
+            raise LstmgenError(f"{', '.join(extra)} cannot be given with --resume: a resumed run keeps its settings "
+                               "(only --epochs, --max-steps and --max-minutes may be raised)")
+        if args.out and Path(args.out) != Path(args.resume):
+            raise LstmgenError("--out and --resume name different directories; give only --resume RUN_DIR")
+        resume(args.resume, progress=not args.quiet, log=_note, **{k: overrides[k] for k in _LIMITS})
+        return 0
+    if not args.corpus:
+        raise LstmgenError("give the CORPUS text file to train on (or --resume RUN_DIR to continue a run)")
+    if not args.out:
+        raise LstmgenError("give --out RUN_DIR, the directory for checkpoints and metrics")
     train(args.corpus, args.out, preset=args.preset, force=args.force, progress=not args.quiet, log=_note,
           **overrides)
     return 0
@@ -248,8 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    if hasattr(signal, "SIGXFSZ"):
+        # Past a file-size limit, a write should fail with an error we can
+        # report, not kill the process before it says anything.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        print(f"\nlstmgen {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except LstmgenError as exc:
         print(f"lstmgen {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -7,3 +7,11 @@ class LstmgenError(Exception):
     The message must say what is wrong *and* what to do about it. The CLI prints
     it as one line without a traceback; unexpected exceptions keep theirs.
     """
+
+
+class TrainingInterrupted(LstmgenError):
+    """SIGINT or SIGTERM arrived; the run was checkpointed and can be resumed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

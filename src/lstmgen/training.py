@@ -6,6 +6,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,10 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, load_trainer_state, resolve_checkpoint, save_checkpoint
 from .corpus import CorpusConfig, read_corpus
-from .data import StreamBatches, WindowBatches, save_split
-from .errors import LstmgenError
+from .data import StreamBatches, WindowBatches, load_split, save_split
+from .errors import LstmgenError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
 from .model import LSTMLanguageModel, ModelConfig
 from .tokenizer import CharTokenizer
@@ -57,6 +59,10 @@ class TrainConfig:
     """Also validate every this many steps (validation always runs after each epoch)."""
     eval_max_tokens: int = 2_000_000
     """Validate on at most this many held-out tokens during training."""
+    checkpoint_every: int | None = None
+    """Also write last/ every this many steps (for exact resume after a crash)."""
+    checkpoint_minutes: float | None = 10.0
+    """Also write last/ whenever this many minutes passed since the last write."""
     seed: int = 1337
     """Seeds weights, data order and dropout."""
     device: str = "auto"
@@ -71,13 +77,15 @@ class TrainConfig:
             ("--batch-size", self.batch_size, 1), ("--seq-len", self.seq_len, 1),
             ("--epochs", self.epochs, 1), ("--max-steps", self.max_steps, 1),
             ("--warmup-steps", self.warmup_steps, 0), ("--eval-every", self.eval_every, 1),
-            ("--eval-max-tokens", self.eval_max_tokens, 2),
+            ("--eval-max-tokens", self.eval_max_tokens, 2), ("--checkpoint-every", self.checkpoint_every, 1),
         ]
         for flag, value, low in checks:
             if value is not None and value < low:
                 raise LstmgenError(f"{flag} must be {low} or more, got {value}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise LstmgenError(f"--max-minutes must be more than 0, got {self.max_minutes}")
+        if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
+            raise LstmgenError(f"--checkpoint-every in minutes must be more than 0, got {self.checkpoint_minutes}")
         if not self.lr > 0 or math.isinf(self.lr):
             raise LstmgenError(f"--lr must be a positive number, got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -108,6 +116,8 @@ class TrainResult:
     train_chars_per_second: float
     stopped_by: str
     history: list[dict] = field(default_factory=list)
+    best_val_loss: float | None = None
+    """The best held-out loss of the whole run, earlier sessions included."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -121,8 +131,11 @@ def pick_device(name: str) -> torch.device:
 def prepare_run_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise LstmgenError(f"{out} is a file; give a directory for --out")
-    if out.is_dir() and any((out / n).exists() for n in ("best", "last")) and not force:
-        raise LstmgenError(f"{out} already holds a training run; pass --force to overwrite it or choose another --out")
+    if out.is_dir() and any((out / n).exists() for n in ("best", "last", ".last.old")) and not force:
+        raise LstmgenError(
+            f"{out} already holds a training run; continue it with --resume {out}, "
+            "or pass --force to overwrite it, or choose another --out"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -170,28 +183,101 @@ def _format_eval(result: EvalResult) -> str:
     return f"{result.loss_nats:.4f} nats ({result.bits_per_char:.3f} bits/char, perplexity {result.perplexity:.2f})"
 
 
-def train(
-    corpus_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    model_options: dict | None = None,
-    corpus_config: CorpusConfig | None = None,
-    train_config: TrainConfig | None = None,
-    force: bool = False,
-    progress: bool = True,
-    log=print,
-) -> TrainResult:
-    """Train a model on a text file and write checkpoints to ``out_dir``.
+def epoch_batches(config: TrainConfig, train_ids: np.ndarray, batch_size: int, epoch: int):
+    """The batches of one epoch. Their randomness comes from (seed, epoch)
+    alone, so a resumed run rebuilds exactly the epoch it stopped in."""
+    rng = np.random.default_rng([config.seed, epoch])
+    if config.framing == "windows":
+        return WindowBatches(train_ids, batch_size, config.seq_len, rng)
+    offset = int(rng.integers(0, config.seq_len)) if epoch > 0 else 0
+    try:
+        return StreamBatches(train_ids, batch_size, config.seq_len, offset)
+    except LstmgenError:  # a random offset must not empty the epoch of a short text
+        return StreamBatches(train_ids, batch_size, config.seq_len, 0)
 
-    ``model_options`` are ModelConfig fields except vocab_size, which comes
-    from the corpus.
-    """
-    corpus_config = corpus_config or CorpusConfig()
-    config = train_config or TrainConfig(max_minutes=5.0)
-    out = Path(out_dir)
-    # Check everything that can be checked before touching the disk or the clock.
-    ModelConfig(vocab_size=1, **(model_options or {}))
-    prepare_run_dir(out, force)
 
+@dataclass
+class Position:
+    """Where a run stands; saved with last/ and restored by --resume."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0
+    """The next batch to train on within ``epoch``."""
+    elapsed_s: float = 0.0
+    """Training wall-clock time so far, over every session of the run."""
+    trained_chars: int = 0
+    best_val_loss: float | None = None
+    best_train_loss: float = math.inf
+    recent_loss: list[float] = field(default_factory=list)
+
+
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag checked after each step, so the step
+    in flight finishes and a checkpoint is written before exiting."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _trainer_state(optimizer: torch.optim.Optimizer, position: Position, carried) -> tuple[dict, dict]:
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for index, values in opt["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    if carried is not None:
+        tensors["carry.h"], tensors["carry.c"] = carried
+    np_state = np.random.get_state()
+    data = {
+        "position": asdict(position),
+        "param_groups": opt["param_groups"],
+        "rng_python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "rng_numpy": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x) for x in np_state[2:]]],
+    }
+    return tensors, data
+
+
+def _restore_trainer_state(optimizer, tensors: dict, data: dict, device) -> tuple[Position, tuple | None]:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value.to(device) if key != "step" else value
+    optimizer.load_state_dict({"state": state, "param_groups": data["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    version, internal, gauss = data["rng_python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, *rest = data["rng_numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    carried = None
+    if "carry.h" in tensors:
+        carried = (tensors["carry.h"].to(device), tensors["carry.c"].to(device))
+    return Position(**data["position"]), carried
+
+
+def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, log):
     corpus = read_corpus(corpus_path, corpus_config)
     for note in corpus.notes:
         log(f"lstmgen: {note}")
@@ -203,9 +289,10 @@ def train(
             f"the corpus has {len(ids):,} characters after cleaning, fewer than --seq-len {config.seq_len} + 1; "
             "lower --seq-len or give more text"
         )
-    split = save_split(out / "data", ids, config.val_fraction,
-                       {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size})
-    train_ids, val_ids = split.train, split.val
+    return text, tokenizer, ids
+
+
+def _check_split_sizes(train_ids, val_ids, config: TrainConfig) -> None:
     min_train = config.seq_len + 1 if config.framing == "windows" else config.seq_len + 2
     if len(train_ids) < min_train:
         raise LstmgenError(
@@ -218,41 +305,125 @@ def train(
             "window; raise --val-fraction, lower --seq-len or give more text"
         )
 
+
+def _disk_error(out: Path, exc: OSError) -> LstmgenError:
+    return LstmgenError(
+        f"could not write to {out} ({exc.strerror or exc}); the last good checkpoint is intact. "
+        f"Free some disk space, then continue with: lstmgen train --resume {out}"
+    )
+
+
+def train(
+    corpus_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model_options: dict | None = None,
+    corpus_config: CorpusConfig | None = None,
+    train_config: TrainConfig | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+) -> TrainResult:
+    """Train a new model on a text file and write checkpoints to ``out_dir``.
+
+    ``model_options`` are ModelConfig fields except vocab_size, which comes
+    from the corpus.
+    """
+    corpus_config = corpus_config or CorpusConfig()
+    config = train_config or TrainConfig(max_minutes=5.0)
+    out = Path(out_dir)
+    # Check everything that can be checked before touching the disk or the clock.
+    ModelConfig(vocab_size=1, **(model_options or {}))
+    prepare_run_dir(out, force)
+    text, tokenizer, ids = _load_corpus_ids(corpus_path, corpus_config, config, log)
+    if force:
+        for stale in ("best", "last", ".best.old", ".last.old"):
+            if (out / stale).exists():
+                import shutil
+
+                shutil.rmtree(out / stale)
+    try:
+        split = save_split(out / "data", ids, config.val_fraction,
+                           {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size})
+    except OSError as exc:
+        raise LstmgenError(f"could not write the token files in {out} ({exc.strerror}); free some disk space "
+                           "or choose another --out") from None
+    _check_split_sizes(split.train, split.val, config)
+
     batch_size = config.batch_size
     if config.framing == "stream":
-        fit = (len(train_ids) - 1 - config.seq_len) // config.seq_len
+        fit = (len(split.train) - 1 - config.seq_len) // config.seq_len
         if fit < batch_size:
             batch_size = max(1, fit)
             log(f"lstmgen: the training text is short, so --batch-size is lowered to {batch_size}")
 
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    np_rng = np.random.default_rng(config.seed)
-    py_rng = random.Random(config.seed)
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **(model_options or {}))
     model = LSTMLanguageModel(model_config).to(device)
     trainer = Trainer(model, config, device)
-    excerpts = sample_excerpts(text[: len(train_ids)], py_rng)
+    meta_base = {
+        "train": config.to_dict(),
+        "effective_batch_size": batch_size,
+        "source": str(corpus_path),
+        "corpus_chars": len(text),
+        "prompt_excerpts": sample_excerpts(text[: len(split.train)], random.Random(config.seed)),
+    }
     log(f"lstmgen: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
-        f"{len(train_ids):,} for training and {len(val_ids):,} held out; "
+        f"{len(split.train):,} for training and {len(split.val):,} held out; "
         f"model {model.num_parameters():,} parameters on {device}")
+    (out / "metrics.jsonl").write_text("")
+    return _run(out, trainer, tokenizer, corpus_config, split, batch_size, meta_base, Position(), None,
+                progress, log)
 
-    def make_epoch(epoch: int):
-        if config.framing == "stream":
-            offset = int(np_rng.integers(0, config.seq_len)) if epoch > 0 else 0
-            # A random offset must not make the epoch empty on a short text.
-            try:
-                return StreamBatches(train_ids, batch_size, config.seq_len, offset)
-            except LstmgenError:
-                return StreamBatches(train_ids, batch_size, config.seq_len, 0)
-        return WindowBatches(train_ids, batch_size, config.seq_len, np_rng)
 
-    steps_per_epoch = len(make_epoch(0))
+def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limits) -> TrainResult:
+    """Continue a run from its last checkpoint, exactly where it stopped.
+
+    ``limits`` may raise ``epochs``, ``max_steps`` or ``max_minutes``; every
+    other setting comes from the run itself.
+    """
+    out = Path(run_dir)
+    unknown = set(limits) - {"epochs", "max_steps", "max_minutes"}
+    if unknown:
+        raise LstmgenError(f"only --epochs, --max-steps and --max-minutes can change on --resume, not {sorted(unknown)}")
+    if not out.is_dir():
+        raise LstmgenError(f"{out}: no such run directory to resume; give the --out directory of lstmgen train")
+    last = out / "last" if (out / "last").exists() else out / ".last.old"
+    if not last.exists():
+        raise LstmgenError(f"{out} has no last/ checkpoint to resume from; start a new run with lstmgen train")
+    checkpoint = load_checkpoint(last)
+    meta = checkpoint.meta
+    config = TrainConfig.from_dict(dict(meta["train"], **{k: v for k, v in limits.items() if v is not None}))
+    device = pick_device(config.device)
+    model = checkpoint.model.to(device).train()
+    trainer = Trainer(model, config, device)
+    tensors, data = load_trainer_state(last)
+    position, carried = _restore_trainer_state(trainer.optimizer, tensors, data, device)
+    split = load_split(out / "data")
+    meta_base = {k: meta[k] for k in ("effective_batch_size", "source", "corpus_chars", "prompt_excerpts")}
+    meta_base["train"] = config.to_dict()
+    # Metric rows written after this checkpoint belong to the lost part of the run.
+    metrics = out / "metrics.jsonl"
+    rows = [line for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    kept = [line for line in rows if json.loads(line)["step"] <= position.step]
+    metrics.write_text("".join(line + "\n" for line in kept))
+    log(f"lstmgen: resuming {out} at step {position.step} (epoch {position.epoch + 1}, "
+        f"batch {position.batch_index})")
+    return _run(out, trainer, checkpoint.tokenizer, checkpoint.corpus_config, split,
+                meta["effective_batch_size"], meta_base, position, carried, progress, log)
+
+
+def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: CorpusConfig, split,
+         batch_size: int, meta_base: dict, pos: Position, carried, progress: bool, log) -> TrainResult:
+    model, config, device = trainer.model, trainer.config, trainer.device
+    train_ids, val_ids = split.train, split.val
+    steps_per_epoch = len(epoch_batches(config, train_ids, batch_size, 0))
     planned = [x for x in (config.max_steps, config.epochs and config.epochs * steps_per_epoch) if x]
     total_steps = min(planned) if planned else None
     budget_s = config.max_minutes * 60 if config.max_minutes else None
-
     val_eval_ids = val_ids[: config.eval_max_tokens]
+    metrics_path = out / "metrics.jsonl"
+    history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
 
     def validate() -> EvalResult | None:
         if len(val_eval_ids) < 2:
@@ -264,121 +435,150 @@ def train(
         model.train()
         return result
 
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.write_text("")
-    history: list[dict] = []
     best: EvalResult | None = None
-    best_train_loss = math.inf
-    meta_base = {
-        "train": config.to_dict(),
-        "effective_batch_size": batch_size,
-        "source": str(corpus_path),
-        "corpus_chars": len(text),
-        "prompt_excerpts": excerpts,
-    }
+    session_start = time.perf_counter()
+    elapsed_before = pos.elapsed_s
+    last_save = time.perf_counter()
 
-    start = time.perf_counter()
-    step = 0
-    epoch = 0
-    stopped_by = "epochs"
-    recent_loss: list[float] = []
-    trained_chars = 0
-    model.train()
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - session_start
 
-    def checkpoint(val: EvalResult | None, epoch_float: float, train_loss: float) -> bool:
-        nonlocal best, best_train_loss
-        elapsed = time.perf_counter() - start
+    def save(val: EvalResult | None, epoch_float: float, with_row: bool) -> bool:
+        """Write last/ (and best/ when improved). Returns whether best/ improved."""
+        nonlocal best
+        pos.elapsed_s = elapsed()
+        train_loss = float(np.mean(pos.recent_loss)) if pos.recent_loss else math.nan
         row = {
-            "step": step, "epoch": round(epoch_float, 4), "elapsed_s": round(elapsed, 2),
+            "step": pos.step, "epoch": round(epoch_float, 4), "elapsed_s": round(pos.elapsed_s, 2),
             "lr": trainer.optimizer.param_groups[0]["lr"], "train_loss_nats": round(train_loss, 5),
-            "train_chars_per_second": round(trained_chars / max(elapsed, 1e-9), 1),
+            "train_chars_per_second": round(pos.trained_chars / max(pos.elapsed_s, 1e-9), 1),
         }
         if val is not None:
             row.update(val_loss_nats=round(val.loss_nats, 5), val_bits_per_char=round(val.bits_per_char, 5),
                        val_perplexity=round(val.perplexity, 4))
-        history.append(row)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        improved = False
+        if with_row:
+            if val is not None:
+                improved = pos.best_val_loss is None or val.loss_nats < pos.best_val_loss
+            elif not len(val_eval_ids) >= 2:
+                improved = train_loss < pos.best_train_loss  # no held-out text: best by training loss
+            history.append(row)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
         meta = dict(meta_base, progress=row)
-        improved = (val.loss_nats < best.loss_nats) if (val is not None and best is not None) else (
-            val is not None or train_loss < best_train_loss)
         if improved:
             if val is not None:
                 best = val
-            best_train_loss = min(best_train_loss, train_loss)
+                pos.best_val_loss = val.loss_nats
+            pos.best_train_loss = min(pos.best_train_loss, train_loss)
             save_checkpoint(out / "best", model, tokenizer, corpus_config, dict(meta, best=True))
-        save_checkpoint(out / "last", model, tokenizer, corpus_config, meta)
+        save_checkpoint(out / "last", model, tokenizer, corpus_config, meta,
+                        trainer_state=_trainer_state(trainer.optimizer, pos, carried))
         return improved
 
-    done = False
-    while not done:
-        if config.epochs is not None and epoch >= config.epochs:
-            break
-        batches = make_epoch(epoch)
-        state = None
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}" + (f"/{config.epochs}" if config.epochs else ""),
-                   disable=not progress, leave=False, unit="step", dynamic_ncols=True, mininterval=0.5)
-        for i in range(len(batches)):
-            x_np, y_np = batches.batch(i)
-            x = torch.from_numpy(x_np).to(device, non_blocking=True)
-            y = torch.from_numpy(y_np).to(device, non_blocking=True)
-            elapsed = time.perf_counter() - start
-            fraction = max(step / total_steps if total_steps else 0.0, elapsed / budget_s if budget_s else 0.0)
-            lr = trainer.lr_at(step, fraction)
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = lr
-            if config.framing == "stream":
-                logits, loss, state = model(x, state, y)
-                # Truncated BPTT: keep the state's values, drop its history.
-                state = (state[0].detach(), state[1].detach())
-            else:
-                logits, loss, _ = model(x, None, y, last_only=True)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            trainer.optimizer.step()
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
+    stopped_by = "epochs"
+    steps_this_session = 0
+    model.train()
+    with _StopSignals() as stop:
+        try:
+            done = False
+            while not done:
+                if config.epochs is not None and pos.epoch >= config.epochs:
+                    break
+                if config.max_steps is not None and pos.step >= config.max_steps:
+                    stopped_by = "max_steps"
+                    break
+                batches = epoch_batches(config, train_ids, batch_size, pos.epoch)
+                bar = tqdm(total=len(batches), initial=pos.batch_index,
+                           desc=f"epoch {pos.epoch + 1}" + (f"/{config.epochs}" if config.epochs else ""),
+                           disable=not progress, leave=False, unit="step", dynamic_ncols=True, mininterval=0.5)
+                for i in range(pos.batch_index, len(batches)):
+                    x_np, y_np = batches.batch(i)
+                    x = torch.from_numpy(x_np).to(device, non_blocking=True)
+                    y = torch.from_numpy(y_np).to(device, non_blocking=True)
+                    fraction = max(pos.step / total_steps if total_steps else 0.0,
+                                   elapsed() / budget_s if budget_s else 0.0)
+                    lr = trainer.lr_at(pos.step, fraction)
+                    for group in trainer.optimizer.param_groups:
+                        group["lr"] = lr
+                    if config.framing == "stream":
+                        _, loss, new_state = model(x, carried, y)
+                        # Truncated BPTT: keep the state's values, drop its history.
+                        carried = (new_state[0].detach(), new_state[1].detach())
+                    else:
+                        _, loss, _ = model(x, None, y, last_only=True)
+                    trainer.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    trainer.optimizer.step()
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise LstmgenError(
+                            f"training diverged (loss {loss_value} at step {pos.step}); lower --lr or set --grad-clip")
+                    pos.recent_loss = (pos.recent_loss + [loss_value])[-50:]
+                    pos.step += 1
+                    steps_this_session += 1
+                    pos.trained_chars += len(x_np) * (x_np.shape[1] if config.framing == "stream" else 1)
+                    pos.batch_index = i + 1
+                    epoch_float = pos.epoch + (i + 1) / len(batches)
+                    at_epoch_end = i == len(batches) - 1
+                    if at_epoch_end:
+                        # The saved position must point at the next epoch's start.
+                        pos.epoch += 1
+                        pos.batch_index = 0
+                        carried = None
+                    now_elapsed = elapsed()
+                    bar.set_postfix_str(
+                        f"loss {np.mean(pos.recent_loss):.3f} · {pos.trained_chars / max(now_elapsed, 1e-9):,.0f} chars/s",
+                        refresh=False)
+                    bar.update(1)
+                    reached = None
+                    if config.max_steps is not None and pos.step >= config.max_steps:
+                        reached = "max_steps"
+                    elif budget_s is not None and now_elapsed >= budget_s:
+                        reached = "max_minutes"
+                    evaluate_now = at_epoch_end or reached or (config.eval_every and pos.step % config.eval_every == 0)
+                    save_now = evaluate_now or stop.signum is not None or (
+                        config.checkpoint_every and pos.step % config.checkpoint_every == 0) or (
+                        config.checkpoint_minutes and time.perf_counter() - last_save >= config.checkpoint_minutes * 60)
+                    if save_now:
+                        val = validate() if evaluate_now else None
+                        try:
+                            improved = save(val, epoch_float, with_row=bool(evaluate_now))
+                        except OSError as exc:
+                            raise _disk_error(out, exc) from None
+                        last_save = time.perf_counter()
+                        if evaluate_now:
+                            msg = f"epoch {epoch_float:.2f} step {pos.step}: train {np.mean(pos.recent_loss):.4f} nats"
+                            if val is not None:
+                                msg += f" · val {_format_eval(val)}" + (" · best so far" if improved else "")
+                            (bar.write if progress else log)(msg)
+                    if stop.signum is not None:
+                        name = signal.Signals(stop.signum).name
+                        raise TrainingInterrupted(
+                            f"stopped by {name} at step {pos.step}; the checkpoint is saved. "
+                            f"Continue with: lstmgen train --resume {out}", stop.signum)
+                    if reached:
+                        stopped_by = reached
+                        done = True
+                        break
                 bar.close()
-                raise LstmgenError(f"training diverged (loss {loss_value} at step {step}); lower --lr or set --grad-clip")
-            recent_loss.append(loss_value)
-            del recent_loss[:-50]
-            step += 1
-            trained_chars += len(x_np) * (x_np.shape[1] if config.framing == "stream" else 1)
-            elapsed = time.perf_counter() - start
-            bar.set_postfix_str(f"loss {np.mean(recent_loss):.3f} · {trained_chars / elapsed:,.0f} chars/s",
-                                refresh=False)
-            bar.update(1)
-            reached = None
-            if config.max_steps is not None and step >= config.max_steps:
-                reached = "max_steps"
-            elif budget_s is not None and elapsed >= budget_s:
-                reached = "max_minutes"
-            at_epoch_end = i == len(batches) - 1
-            if at_epoch_end or reached or (config.eval_every and step % config.eval_every == 0):
-                val = validate()
-                epoch_float = epoch + (i + 1) / len(batches)
-                improved = checkpoint(val, epoch_float, float(np.mean(recent_loss)))
-                msg = f"epoch {epoch_float:.2f} step {step}: train {np.mean(recent_loss):.4f} nats"
-                if val is not None:
-                    msg += f" · val {_format_eval(val)}" + (" · best so far" if improved else "")
-                (bar.write if progress else log)(msg)
-            if reached:
-                stopped_by = reached
-                done = True
-                break
-        bar.close()
-        epoch += 1
+        except OSError as exc:
+            raise _disk_error(out, exc) from None
 
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - session_start
+    if steps_this_session == 0:
+        log(f"lstmgen: {out} has already reached its limits at step {pos.step}; "
+            "raise --epochs, --max-steps or --max-minutes to train longer")
     result = TrainResult(
-        run_dir=out, best_val=best, steps=step,
+        run_dir=out, best_val=best, steps=pos.step,
         epochs_completed=history[-1]["epoch"] if history else 0.0, seconds=seconds,
-        train_chars_per_second=trained_chars / max(seconds, 1e-9), stopped_by=stopped_by, history=history,
+        train_chars_per_second=pos.trained_chars / max(pos.elapsed_s or elapsed(), 1e-9), stopped_by=stopped_by,
+        history=history, best_val_loss=pos.best_val_loss,
     )
-    if best is not None:
-        log(f"lstmgen: best validation loss {_format_eval(best)}; saved in {out / 'best'}")
-    log(f"lstmgen: {step} steps in {seconds:.1f} s ({result.train_chars_per_second:,.0f} characters/s); "
-        f"generate with: lstmgen generate {out}")
+    if pos.best_val_loss is not None:
+        log(f"lstmgen: best validation loss {pos.best_val_loss:.4f} nats; saved in {out / 'best'}")
+    log(f"lstmgen: {pos.step} steps, {pos.elapsed_s or elapsed():.1f} s of training "
+        f"({result.train_chars_per_second:,.0f} characters/s); generate with: lstmgen generate {out}")
     return result
