@@ -156,3 +156,24 @@ def test_existing_run_is_not_overwritten_without_force(run_dir):
     result = run_cli("train", str(corpus_path("alice-gutenberg-11-utf8.txt")), "--out", str(run_dir),
                      "--max-steps", "1")
     one_error_line(result, "--force")
+
+
+def test_ctrl_c_during_generation_keeps_what_was_printed():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "generate", "--max-new-tokens", "10000000",
+                             "--seed", "3", "--prompt", "Alice"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    first = proc.stdout.read(200)  # generation is under way once text arrives
+    assert first.startswith(b"Alice")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert len(first + rest) > 200
+    lines = [l for l in err.decode().splitlines() if l.strip()]
+    assert "Traceback" not in err.decode() and lines[-1] == "lstmgen generate: interrupted"

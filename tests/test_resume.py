@@ -144,3 +144,26 @@ def test_api_resume(tmp_path):
                   hidden_size=16, num_layers=1, batch_size=2, seq_len=8)
     result = lstmgen.resume(run, max_steps=6, progress=False, log=quiet)
     assert result.steps == 6
+
+
+def test_checkpoint_every_minutes_writes_between_evaluations(tmp_path):
+    run = tmp_path / "run"
+    # Evaluation every 1000 steps and an epoch of ~2000 steps: only the
+    # minute-based checkpoint can write last/ within the first steps.
+    proc = start(train_args(run, "--checkpoint-every", "0.0001m", "--eval-every", "1000", "--max-steps", "100000"))
+    wait_for_step(proc, run, 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    config = json.loads((run / "last" / "config.json").read_text())
+    assert config["train"]["checkpoint_minutes"] == 0.0001 and config["train"]["checkpoint_every"] is None
+    assert not (run / "metrics.jsonl").read_text().strip()  # no evaluation happened yet
+
+
+def test_existing_run_names_resume_and_force(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(*train_args(run, "--max-steps", "2")).returncode == 0
+    again = run_cli(*train_args(run, "--max-steps", "2"))
+    assert again.returncode == 1
+    assert f"--resume {run}".encode() in again.stderr and b"--force" in again.stderr
+    forced = run_cli(*train_args(run, "--max-steps", "3", "--force"))
+    assert forced.returncode == 0 and saved_step(run) == 3

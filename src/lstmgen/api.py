@@ -109,10 +109,7 @@ class LanguageModel:
         """Loss on the run's own held-out split (``RUN_DIR/data/val.bin``)."""
         data_dir = self.path.parent / "data"
         if not (data_dir / "meta.json").exists():
-            raise LstmgenError(
-                f"{self.path} has no validation data beside it (expected {data_dir}); "
-                "give a TEXT_FILE to evaluate on"
-            )
+            raise LstmgenError(f"{self.path} has no held-out split beside it; give a TEXT_FILE to evaluate on")
         split = load_split(data_dir)
         if len(split.val) < 2:
             raise LstmgenError("this run held out no validation text (--val-fraction 0); give a TEXT_FILE to evaluate on")

@@ -13,6 +13,11 @@ from .errors import LstmgenError
 from .model import LSTMLanguageModel
 
 
+# Logits are (rows, time, vocab) floats; keep one chunk of them under ~64 MB
+# even for a vocabulary of 100,000 characters.
+_LOGIT_BUDGET = 16_000_000
+
+
 @dataclass(frozen=True)
 class EvalResult:
     loss_nats: float
@@ -77,6 +82,7 @@ def evaluate_stream(
         mask[k, first_scored:lengths[k] - 1] = True
     grid_t = torch.from_numpy(grid).to(device)
     mask_t = torch.from_numpy(mask).to(device)
+    seq_len = max(1, min(seq_len, _LOGIT_BUDGET // (columns * model.config.vocab_size)))
     state = None
     total = 0.0
     for a in range(0, width - 1, seq_len):
@@ -98,6 +104,7 @@ def evaluate_windows(model: LSTMLanguageModel, ids: np.ndarray, window: int, bat
     count = len(ids) - window
     if count < 1:
         return make_result(0.0, 0, 0)
+    batch_size = max(1, min(batch_size, _LOGIT_BUDGET // model.config.vocab_size))
     total = 0.0
     for a in range(0, count, batch_size):
         starts = np.arange(a, min(a + batch_size, count))

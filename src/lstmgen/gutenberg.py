@@ -99,35 +99,34 @@ def strip_gutenberg(text: str) -> StripResult:
     """Remove a Project Gutenberg header and footer from ``text`` (``\\n`` line ends).
 
     Text with no recognised marker is returned unchanged. Leading and trailing
-    blank lines of the book are dropped only when a marker was found.
+    blank lines of the book are dropped only when a marker was found. The
+    result holds no marker line, so stripping twice changes nothing more.
     """
     lines = text.split("\n")
     n = len(lines)
+    header_marks = [i for i, line in enumerate(lines) if _START.match(line) or _SMALL_PRINT_END.match(line)]
+    first_header = header_marks[0] if header_marks else -1
 
-    # The header: the first START OF marker, or the end of the Small Print.
-    header_end = -1  # index of the last header line
-    for i, line in enumerate(lines):
-        if _START.match(line):
-            header_end = _marker_end(lines, i)
-            break
-    # Small Print blocks sit at the top in old files; after a START marker they
-    # are the footer licence, so only look before any START marker.
-    search_stop = header_end if header_end >= 0 else n
-    for i in range(search_stop):
-        if _SMALL_PRINT_END.match(lines[i]):
-            header_end = max(header_end, i)
-            break
-
-    # The footer: whichever footer line comes first after the header.
+    # The footer starts at the first footer line after the first header mark.
     footer_start = n
-    for i in range(header_end + 1, n):
+    for i in range(first_header + 1, n):
         line = lines[i]
         if _END.match(line) or _END_OF_LINE.match(line) or _FULL_LICENSE.match(line):
             footer_start = i
             break
 
-    if header_end < 0 and footer_start == n:
+    if first_header < 0 and footer_start == n:
         return StripResult(text, 0, 0)
+
+    # The header ends at the last header mark before the footer: a 1994 file's
+    # Small Print ends after its opening lines, and a START line kept in a
+    # hand-trimmed copy may follow a preamble that has one too.
+    header_end = -1
+    before_footer = [i for i in header_marks if i < footer_start]
+    if before_footer:
+        last = before_footer[-1]
+        header_end = _marker_end(lines, last) if _START.match(lines[last]) else last
+        header_end = min(header_end, footer_start - 1)
 
     body_start = _skip_front_matter(lines, header_end + 1, footer_start)
     body_end = footer_start
@@ -137,5 +136,7 @@ def strip_gutenberg(text: str) -> StripResult:
     # Keep the book's own last line intact but drop trailing spaces on it
     # ("THE END " in the 2020 edition).
     cleaned = "\n".join(body).rstrip() + "\n" if body else ""
+    if cleaned == "\n":
+        cleaned = ""
     footer_lines = n - footer_start if footer_start < n else 0
     return StripResult(cleaned, header_lines=body_start, footer_lines=footer_lines)
