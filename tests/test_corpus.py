@@ -150,3 +150,10 @@ def test_summary_matches_the_tutorials_numbers():
     assert whole["total_chars"] == 144_512  # an ASCII LF file: bytes == characters
     assert whole["vocab_size"] == 45
     assert whole["vocab_shown"][0] == "\\n" and whole["vocab_shown"][1] == "␠"
+
+
+def test_a_file_of_several_books_keeps_them_all():
+    book = ("*** START OF THE PROJECT GUTENBERG EBOOK {n} ***\n\nBook {n} text.\nTHE END\n\n"
+            "*** END OF THE PROJECT GUTENBERG EBOOK {n} ***\nlicence {n}\n")
+    text = "preamble\n" + book.format(n=1) + book.format(n=2)
+    assert strip_gutenberg(text).text == "Book 1 text.\nTHE END\n\nBook 2 text.\nTHE END\n"

@@ -107,7 +107,9 @@ class LanguageModel:
 
     def evaluate_validation(self) -> EvalResult:
         """Loss on the run's own held-out split (``RUN_DIR/data/val.bin``)."""
-        data_dir = self.path.parent / "data"
+        from .training import run_data_dir
+
+        data_dir = run_data_dir(self.path.parent, self.checkpoint.meta)
         if not (data_dir / "meta.json").exists():
             raise LstmgenError(f"{self.path} has no held-out split beside it; give a TEXT_FILE to evaluate on")
         split = load_split(data_dir)

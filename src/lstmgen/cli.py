@@ -90,8 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", metavar="OUT", help="write the cleaned text to OUT")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    p = sub.add_parser("train", help="train a model on a text file")
-    p.add_argument("corpus", metavar="CORPUS", nargs="?", help="the text file (not needed with --resume)")
+    p = sub.add_parser("prepare", help="turn text files of any size into memory-mapped token files")
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="files, directories or glob patterns")
+    p.add_argument("--out", required=True, metavar="DATA_DIR")
+    p.add_argument("--glob", default="*.txt", help="files to take from directories (default *.txt)")
+    p.add_argument("--separator", default="", metavar="TEXT",
+                   help="text put between documents, e.g. $'\\n\\n' (default: none)")
+    p.add_argument("--val-fraction", type=_number, default=0.1)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_corpus_options(p)
+
+    p = sub.add_parser("train", help="train a model on a text file or prepared data")
+    p.add_argument("corpus", metavar="CORPUS", nargs="?",
+                   help="a text file, or a DATA_DIR from lstmgen prepare (not needed with --resume)")
     p.add_argument("--out", metavar="RUN_DIR", help="directory for checkpoints and metrics")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
     p.add_argument("--preset", default="default", help="default, tutorial-small or tutorial-large")
@@ -172,6 +183,20 @@ _TRAIN_OPTIONS = (
     "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "framing", "batch_size", "seq_len", "lr",
     "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "encoding",
     "keep_header", "lowercase", "ascii", "strip_punctuation")
+
+
+def cmd_prepare(args) -> int:
+    from .prepare import prepare
+
+    result = prepare(args.inputs, args.out, _corpus_config(args), val_fraction=args.val_fraction, pattern=args.glob,
+                     separator=args.separator, progress=not args.quiet, log=_note)
+    for note in result.notes[:50]:
+        _note(f"lstmgen: {note}")
+    print(f"{result.files:,} file(s), {result.chars:,} characters, vocabulary {result.vocab_size:,}; "
+          f"{result.train_tokens:,} for training and {result.val_tokens:,} held out; "
+          f"{result.input_bytes / 1e6:,.1f} MB in {result.seconds:.1f} s ({result.mb_per_second:,.1f} MB/s)")
+    print(f"Train on it with: lstmgen train {args.out} --out RUN_DIR")
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -275,7 +300,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"corpus": cmd_corpus, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+COMMANDS = {"corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

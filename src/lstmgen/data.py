@@ -9,6 +9,7 @@ windows cost 800 bytes per character).
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,37 @@ def open_tokens(path: Path, dtype: np.dtype) -> np.ndarray:
     if size == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r")
+
+
+def release_pages(ids: np.ndarray) -> None:
+    """Drop this process's mapping of pages already read from a token file.
+
+    Mapped file pages count in the resident set size until unmapped, so a
+    pass over a 1 GB token file would otherwise show 1 GB of RSS. The pages
+    stay in the page cache; reading them again costs a soft page fault.
+    """
+    mapped = getattr(ids, "_mmap", None)
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mapped.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+def read_chunks(path: Path, dtype: np.dtype, start: int, stop: int, chunk: int = 1 << 24):
+    """Yield ids [start, stop) of a token file in chunks, with plain reads
+    (no mapping, so nothing stays resident)."""
+    dtype = np.dtype(dtype)
+    with open(path, "rb") as f:
+        f.seek(start * dtype.itemsize)
+        position = start
+        while position < stop:
+            n = min(chunk, stop - position)
+            block = np.fromfile(f, dtype=dtype, count=n)
+            if len(block) != n:
+                raise LstmgenError(f"{path} is shorter than expected; prepare the data again")
+            yield block
+            position += n
 
 
 @dataclass

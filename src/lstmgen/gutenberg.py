@@ -61,82 +61,210 @@ class StripResult:
         return self.header_lines > 0 or self.footer_lines > 0
 
 
-def _marker_end(lines: list[str], i: int) -> int:
-    """Index of the last line of the marker that starts at line ``i``.
+# A header mark further into a file than this is not looked for: the file is
+# taken as plain text from the start (streaming cannot wait for the whole file).
+LOOKAHEAD_LINES = 2000
 
-    A marker ends with ``***``. When the closing stars are missing from the
-    first line, the marker was hard-wrapped and continues on the next lines.
+
+def _is_header_mark(line: str) -> bool:
+    return bool(_START.match(line) or _SMALL_PRINT_END.match(line))
+
+
+def _is_footer_mark(line: str) -> bool:
+    return bool(_END.match(line) or _END_OF_LINE.match(line) or _FULL_LICENSE.match(line))
+
+
+def _marker_closed(line: str) -> bool:
+    """A START marker ends with ``***``; without them it was hard-wrapped."""
+    return line.rstrip().endswith("***") and line.count("*") >= 6
+
+
+class GutenbergFilter:
+    """Strip Gutenberg boilerplate from text fed in pieces of any size.
+
+    A line-by-line state machine, so the same rules serve a 1 GB file read in
+    chunks and a book read whole:
+
+    * before the first header mark (looked for in the first LOOKAHEAD_LINES
+      lines) everything is preamble; with no header mark there, the text is
+      plain and kept as it is;
+    * a header mark (START OF ..., or the end of the 1994 Small Print) and
+      its hard-wrapped continuation start a book; blank lines, producer
+      credits and [Illustration] tags right after it are skipped;
+    * a footer line (END OF ..., "End of Project Gutenberg's ...",
+      START: FULL LICENSE) ends the book; its trailing whitespace goes and one
+      newline ends it; everything after is dropped until the next header
+      mark, so files that hold several books keep them all, a blank line apart;
+    * a stray header mark inside a book is dropped.
     """
-    first = lines[i]
-    # Closing stars after the opening ones on the same line end the marker.
-    if first.rstrip().endswith("***") and first.count("*") >= 6:
-        return i
-    for j in range(i + 1, min(i + _MAX_MARKER_LINES, len(lines))):
-        if lines[j].rstrip().endswith("***"):
-            return j
-        if not lines[j].strip():
-            break
-    return i
 
+    def __init__(self, lookahead_lines: int = LOOKAHEAD_LINES):
+        self.lookahead_lines = lookahead_lines
+        self.state = "probe"
+        self.book_mode = False  # a marker was seen: trim and terminate books
+        self.books = 0
+        self.header_lines = 0
+        self.footer_lines = 0
+        self._probe: list[tuple[str, bool]] = []
+        self._cont: list[tuple[str, bool]] = []  # lines that may continue a wrapped marker
+        self._partial = ""
+        self._pending = ""  # trailing whitespace held back until more text comes
+        self._book_has_text = False
+        self._out: list[str] = []
 
-def _skip_front_matter(lines: list[str], start: int, stop: int) -> int:
-    """Skip blank lines, producer credits and bare illustration tags at the book's start."""
-    i = start
-    while i < stop:
-        line = lines[i]
-        if not line.strip() or _ILLUSTRATION.match(line):
-            i += 1
-        elif _PRODUCER_NOTE.match(line):
-            # A credit runs on until the next blank line.
-            while i < stop and lines[i].strip():
-                i += 1
+    @property
+    def changed(self) -> bool:
+        return self.book_mode
+
+    def feed(self, text: str) -> str:
+        text = self._partial + text
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(line, True)
+        return self._take()
+
+    def finish(self) -> str:
+        if self._partial or self.state == "probe" and not self._probe:
+            self._line(self._partial, False)
+        self._partial = ""
+        if self.state == "probe":
+            self._flush_probe()
+        if self._cont:
+            cont, self._cont = self._cont, []
+            self.state = "front"
+            for line, newline in cont:
+                self._line(line, newline)
+        if self.book_mode:
+            self._end_book()
         else:
-            break
-    return i
+            self._out.append(self._pending)
+            self._pending = ""
+        return self._take()
+
+    # -- internals ---------------------------------------------------------
+
+    def _take(self) -> str:
+        out = "".join(self._out)
+        self._out.clear()
+        return out
+
+    def _emit(self, text: str) -> None:
+        if not self.book_mode:
+            self._out.append(text)
+            return
+        if not self._book_has_text and self.books > 0:
+            self._out.append("\n")  # a blank line between books
+        text = self._pending + text
+        kept = text.rstrip()
+        self._pending = text[len(kept):]
+        if kept:
+            self._out.append(kept)
+            self._book_has_text = True
+
+    def _end_book(self) -> None:
+        if self._book_has_text:
+            self._out.append("\n")
+            self.books += 1
+        self._pending = ""
+        self._book_has_text = False
+
+    def _flush_probe(self) -> None:
+        probe, self._probe = self._probe, []
+        self.state = "body"
+        for line, newline in probe:
+            self._emit(line + ("\n" if newline else ""))
+
+    def _start_header(self, line: str) -> None:
+        if self.book_mode and self.state == "body":
+            self._end_book()  # plain text before a late header stays, as its own part
+        self.book_mode = True
+        self.header_lines += 1
+        self.state = "cont" if _START.match(line) and not _marker_closed(line) else "front"
+
+    def _line(self, line: str, newline: bool) -> None:
+        state = self.state
+        if state == "probe":
+            if _is_header_mark(line):
+                self.header_lines += len(self._probe)
+                self._probe = []
+                self._start_header(line)
+            elif _is_footer_mark(line):
+                self.book_mode = True
+                self._flush_probe()
+                self._line(line, newline)
+            else:
+                self._probe.append((line, newline))
+                if len(self._probe) >= self.lookahead_lines:
+                    self._flush_probe()
+        elif state == "cont":
+            # Up to two more lines may finish a hard-wrapped marker.
+            if not line.strip():
+                self._resolve_cont(None, line, newline)
+            elif line.rstrip().endswith("***"):
+                self.header_lines += len(self._cont) + 1
+                self._cont = []
+                self.state = "front"
+            else:
+                self._cont.append((line, newline))
+                if len(self._cont) >= 2:
+                    self._resolve_cont(None, None, None)
+        elif state in ("front", "credit"):
+            if _is_header_mark(line):
+                self._start_header(line)
+            elif _is_footer_mark(line):
+                self._to_outside()
+            elif state == "credit":
+                self.header_lines += 1
+                if not line.strip():
+                    self.state = "front"
+            elif not line.strip() or _ILLUSTRATION.match(line):
+                self.header_lines += 1
+            elif _PRODUCER_NOTE.match(line):
+                self.header_lines += 1
+                self.state = "credit"
+            else:
+                self.state = "body"
+                self._emit(line + ("\n" if newline else ""))
+        elif state == "body":
+            if _is_footer_mark(line):
+                self._to_outside()
+            elif _is_header_mark(line):
+                if self.book_mode:
+                    self.header_lines += 1  # a stray marker inside a book
+                else:
+                    self._start_header(line)
+            else:
+                self._emit(line + ("\n" if newline else ""))
+        else:  # outside: after a footer, until the next book
+            if _is_header_mark(line):
+                self._start_header(line)
+            else:
+                self.footer_lines += 1
+
+    def _resolve_cont(self, _unused, line, newline) -> None:
+        """The marker was not wrapped after all: its would-be continuation is the book's front."""
+        cont, self._cont = self._cont, []
+        self.state = "front"
+        for held_line, held_newline in cont:
+            self._line(held_line, held_newline)
+        if line is not None:
+            self._line(line, newline)
+
+    def _to_outside(self) -> None:
+        self._end_book()
+        self.footer_lines += 1
+        self.state = "outside"
 
 
 def strip_gutenberg(text: str) -> StripResult:
-    """Remove a Project Gutenberg header and footer from ``text`` (``\\n`` line ends).
+    """Remove Project Gutenberg headers and footers from ``text`` (``\\n`` line ends).
 
-    Text with no recognised marker is returned unchanged. Leading and trailing
-    blank lines of the book are dropped only when a marker was found. The
-    result holds no marker line, so stripping twice changes nothing more.
+    Text with no recognised marker is returned unchanged. The result holds no
+    marker line, so stripping twice changes nothing more.
     """
-    lines = text.split("\n")
-    n = len(lines)
-    header_marks = [i for i, line in enumerate(lines) if _START.match(line) or _SMALL_PRINT_END.match(line)]
-    first_header = header_marks[0] if header_marks else -1
-
-    # The footer starts at the first footer line after the first header mark.
-    footer_start = n
-    for i in range(first_header + 1, n):
-        line = lines[i]
-        if _END.match(line) or _END_OF_LINE.match(line) or _FULL_LICENSE.match(line):
-            footer_start = i
-            break
-
-    if first_header < 0 and footer_start == n:
+    f = GutenbergFilter()
+    cleaned = f.feed(text) + f.finish()
+    if not f.changed:
         return StripResult(text, 0, 0)
-
-    # The header ends at the last header mark before the footer: a 1994 file's
-    # Small Print ends after its opening lines, and a START line kept in a
-    # hand-trimmed copy may follow a preamble that has one too.
-    header_end = -1
-    before_footer = [i for i in header_marks if i < footer_start]
-    if before_footer:
-        last = before_footer[-1]
-        header_end = _marker_end(lines, last) if _START.match(lines[last]) else last
-        header_end = min(header_end, footer_start - 1)
-
-    body_start = _skip_front_matter(lines, header_end + 1, footer_start)
-    body_end = footer_start
-    while body_end > body_start and not lines[body_end - 1].strip():
-        body_end -= 1
-    body = lines[body_start:body_end]
-    # Keep the book's own last line intact but drop trailing spaces on it
-    # ("THE END " in the 2020 edition).
-    cleaned = "\n".join(body).rstrip() + "\n" if body else ""
-    if cleaned == "\n":
-        cleaned = ""
-    footer_lines = n - footer_start if footer_start < n else 0
-    return StripResult(cleaned, header_lines=body_start, footer_lines=footer_lines)
+    return StripResult(cleaned, header_lines=f.header_lines, footer_lines=f.footer_lines)

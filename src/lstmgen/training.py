@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, load_trainer_state, resolve_checkpoint, save_checkpoint
 from .corpus import CorpusConfig, read_corpus
-from .data import StreamBatches, WindowBatches, load_split, save_split
+from .data import StreamBatches, WindowBatches, load_split, release_pages, save_split
 from .errors import LstmgenError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
 from .model import LSTMLanguageModel, ModelConfig
@@ -277,6 +277,11 @@ def _restore_trainer_state(optimizer, tensors: dict, data: dict, device) -> tupl
     return Position(**data["position"]), carried
 
 
+def run_data_dir(run_dir: Path, meta: dict) -> Path:
+    """The token files of a run: its own data/ or the prepared data it names."""
+    return Path(run_dir) / meta.get("data_dir", "data")
+
+
 def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, log):
     corpus = read_corpus(corpus_path, corpus_config)
     for note in corpus.notes:
@@ -334,19 +339,49 @@ def train(
     # Check everything that can be checked before touching the disk or the clock.
     ModelConfig(vocab_size=1, **(model_options or {}))
     prepare_run_dir(out, force)
-    text, tokenizer, ids = _load_corpus_ids(corpus_path, corpus_config, config, log)
     if force:
+        import shutil
+
         for stale in ("best", "last", ".best.old", ".last.old"):
             if (out / stale).exists():
-                import shutil
-
                 shutil.rmtree(out / stale)
-    try:
-        split = save_split(out / "data", ids, config.val_fraction,
-                           {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size})
-    except OSError as exc:
-        raise LstmgenError(f"could not write the token files in {out} ({exc.strerror}); free some disk space "
-                           "or choose another --out") from None
+    from .prepare import is_data_dir
+
+    if is_data_dir(corpus_path):
+        # Prepared data is used where it lies, memory-mapped, never copied.
+        data_dir = Path(corpus_path).resolve()
+        data_meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
+        if corpus_config != CorpusConfig():
+            raise LstmgenError(f"{corpus_path} is prepared data, whose corpus options were fixed by lstmgen prepare; "
+                               "drop --lowercase, --ascii, --strip-punctuation, --keep-header and --encoding")
+        if config.val_fraction != TrainConfig.val_fraction and config.val_fraction != data_meta["val_fraction"]:
+            raise LstmgenError(f"{corpus_path} was split by lstmgen prepare --val-fraction "
+                               f"{data_meta['val_fraction']}; drop --val-fraction or prepare again")
+        corpus_config = CorpusConfig.from_dict(data_meta["corpus"])
+        tokenizer = CharTokenizer.from_dict(data_meta["tokenizer"])
+        split = load_split(data_dir)
+        rng = random.Random(config.seed)
+        excerpt_source = tokenizer.decode(split.train[: 1 << 20]) if len(split.train) else ""
+        excerpts = sample_excerpts(excerpt_source, rng)
+        corpus_chars = int(data_meta["chars"])
+        source = str(corpus_path)
+    else:
+        data_dir = out / "data"
+        text, tokenizer, ids = _load_corpus_ids(corpus_path, corpus_config, config, log)
+        try:
+            split = save_split(data_dir, ids, config.val_fraction,
+                               {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size})
+        except OSError as exc:
+            raise LstmgenError(f"could not write the token files in {out} ({exc.strerror}); free some disk space "
+                               "or choose another --out") from None
+        excerpts = sample_excerpts(text[: len(split.train)], random.Random(config.seed))
+        corpus_chars = len(text)
+        source = str(corpus_path)
+        del text, ids
+    if len(split.train) + len(split.val) < config.seq_len + 1:
+        raise LstmgenError(
+            f"the corpus has {len(split.train) + len(split.val):,} characters, fewer than --seq-len "
+            f"{config.seq_len} + 1; lower --seq-len or give more text")
     _check_split_sizes(split.train, split.val, config)
 
     batch_size = config.batch_size
@@ -364,11 +399,12 @@ def train(
     meta_base = {
         "train": config.to_dict(),
         "effective_batch_size": batch_size,
-        "source": str(corpus_path),
-        "corpus_chars": len(text),
-        "prompt_excerpts": sample_excerpts(text[: len(split.train)], random.Random(config.seed)),
+        "source": source,
+        "data_dir": str(data_dir if data_dir != out / "data" else "data"),
+        "corpus_chars": corpus_chars,
+        "prompt_excerpts": excerpts,
     }
-    log(f"lstmgen: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
+    log(f"lstmgen: {corpus_chars:,} characters, vocabulary {tokenizer.vocab_size}, "
         f"{len(split.train):,} for training and {len(split.val):,} held out; "
         f"model {model.num_parameters():,} parameters on {device}")
     (out / "metrics.jsonl").write_text("")
@@ -399,8 +435,9 @@ def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limit
     trainer = Trainer(model, config, device)
     tensors, data = load_trainer_state(last)
     position, carried = _restore_trainer_state(trainer.optimizer, tensors, data, device)
-    split = load_split(out / "data")
+    split = load_split(run_data_dir(out, meta))
     meta_base = {k: meta[k] for k in ("effective_batch_size", "source", "corpus_chars", "prompt_excerpts")}
+    meta_base["data_dir"] = meta.get("data_dir", "data")
     meta_base["train"] = config.to_dict()
     # Metric rows written after this checkpoint belong to the lost part of the run.
     metrics = out / "metrics.jsonl"
@@ -432,6 +469,7 @@ def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: C
             result = evaluate_windows(model, val_eval_ids, config.seq_len)
         else:
             result = evaluate_stream(model, val_eval_ids)
+        release_pages(val_ids)
         model.train()
         return result
 
@@ -521,6 +559,8 @@ def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: C
                     steps_this_session += 1
                     pos.trained_chars += len(x_np) * (x_np.shape[1] if config.framing == "stream" else 1)
                     pos.batch_index = i + 1
+                    if pos.step % 256 == 0:
+                        release_pages(train_ids)  # keep RSS flat on a corpus larger than memory
                     epoch_float = pos.epoch + (i + 1) / len(batches)
                     at_epoch_end = i == len(batches) - 1
                     if at_epoch_end:

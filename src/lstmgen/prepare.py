@@ -1,0 +1,356 @@
+"""`lstmgen prepare`: many or large text files to one memory-mapped token file.
+
+Files are read in chunks, never whole (beyond a size where reading whole is
+cheap), and the ids are written as they are made, so memory stays flat
+whatever the corpus size:
+
+    files ──read in chunks──▶ decode, strip Gutenberg, normalise
+          ──▶ ids in order of first appearance (ids.tmp, widened on demand)
+          ──▶ one pass renumbering to the sorted vocabulary
+          ──▶ train.bin | val.bin (the last --val-fraction), meta.json
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob as globlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .corpus import CorpusConfig, describe_folding, fold_ascii, read_corpus, strip_punctuation
+from .data import read_chunks, split_ids
+from .errors import LstmgenError
+from .gutenberg import GutenbergFilter
+from .tokenizer import CharTokenizer, id_dtype
+
+CHUNK_BYTES = 4 << 20
+"""Bytes read at a time."""
+WHOLE_FILE_LIMIT = 4 << 20
+"""Files up to this size are read whole, exactly as `lstmgen train FILE` reads them."""
+META_FORMAT = "lstmgen-data"
+
+
+@dataclass
+class PrepareResult:
+    data_dir: Path
+    files: int
+    skipped: list[str]
+    chars: int
+    vocab_size: int
+    train_tokens: int
+    val_tokens: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.input_bytes / 1e6 / max(self.seconds, 1e-9)
+
+    input_bytes: int = 0
+
+
+def find_inputs(inputs: list[str], pattern: str = "*.txt") -> list[Path]:
+    """Files, directories (searched recursively for ``pattern``) and globs, in a stable order."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            matches = sorted(q for q in p.rglob(pattern) if q.is_file())
+            if not matches:
+                raise LstmgenError(f"{p} holds no files matching {pattern!r}; pass --glob to choose others")
+            found.extend(matches)
+        elif p.is_file():
+            found.append(p)
+        else:
+            matches = sorted(Path(m) for m in globlib.glob(item, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise LstmgenError(f"{item}: no such file, directory or matching files; check the path")
+            found.extend(matches)
+    seen, unique = set(), []
+    for f in found:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+class IdWriter:
+    """Write ids as they are made, numbered in order of first appearance.
+
+    The file starts as uint8 and is widened to uint16 or uint32 the moment
+    the vocabulary outgrows it, so no corpus pays for ids wider than it needs.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lut = np.full(0x110000, -1, dtype=np.int64)  # code point -> id
+        self.codepoints: list[int] = []
+        self.dtype = np.dtype(np.uint8)
+        self.count = 0
+        self.file = open(path, "wb")
+
+    def write(self, text: str) -> None:
+        # Slices keep the code-point and id arrays (12 bytes a character) small.
+        for a in range(0, len(text), 1 << 22):
+            self._write(text[a:a + (1 << 22)])
+
+    def _write(self, text: str) -> None:
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ids = self.lut[cps]
+        if (ids < 0).any():
+            new = np.unique(cps[ids < 0])
+            self.lut[new] = np.arange(len(self.codepoints), len(self.codepoints) + len(new))
+            self.codepoints.extend(int(c) for c in new)
+            if id_dtype(len(self.codepoints)) != self.dtype:
+                self._widen(id_dtype(len(self.codepoints)))
+            ids = self.lut[cps]
+        ids.astype(self.dtype).tofile(self.file)
+        self.count += len(ids)
+
+    def _widen(self, dtype: np.dtype) -> None:
+        self.file.close()
+        wider = self.path.with_name(self.path.name + ".wide")
+        with open(wider, "wb") as out:
+            for block in read_chunks(self.path, self.dtype, 0, self.count):
+                block.astype(dtype).tofile(out)
+        os.replace(wider, self.path)
+        self.dtype = dtype
+        self.file = open(self.path, "ab")
+
+    def truncate(self, count: int) -> None:
+        """Take back everything written after the first ``count`` ids."""
+        self.file.flush()
+        self.file.truncate(count * self.dtype.itemsize)
+        self.file.seek(0, os.SEEK_END)
+        self.count = count
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+class _Normalizer:
+    """The corpus options applied chunk by chunk, with their changes summed."""
+
+    def __init__(self, config: CorpusConfig):
+        self.config = config
+        self.folded: Counter = Counter()
+        self.punctuation = 0
+
+    def __call__(self, text: str) -> str:
+        if self.config.lowercase:
+            text = text.lower()
+        if self.config.ascii:
+            text, changes = fold_ascii(text)
+            self.folded.update(changes)
+        if self.config.strip_punctuation:
+            text, removed = strip_punctuation(text)
+            self.punctuation += removed
+        return text
+
+    def notes(self) -> list[str]:
+        out = [describe_folding(self.folded)] if self.folded else []
+        if self.punctuation:
+            out.append(f"removed {self.punctuation:,} punctuation characters")
+        return out
+
+
+def _decoded_chunks(path: Path, encoding: str, chunk_bytes: int) -> Iterator[str]:
+    """Decode a file chunk by chunk with ``\\n`` line ends and no leading BOMs."""
+    errors = "lstmgen-latin1" if codecs.lookup(encoding).name == "cp1252" else "strict"
+    decoder = codecs.getincrementaldecoder(encoding)(errors=errors)
+    utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    at_start = True
+    pending_cr = False
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk_bytes)
+            final = not data
+            text = decoder.decode(data, final=final)
+            if at_start and (text or final):
+                if utf8:
+                    text = text.lstrip("\ufeff")
+                at_start = not text and not final
+            if pending_cr:
+                text = "\r" + text
+                pending_cr = False
+            if text.endswith("\r") and not final:
+                text, pending_cr = text[:-1], True
+            if text:
+                yield text.replace("\r\n", "\n").replace("\r", "\n")
+            if final:
+                return
+
+
+def _stream_large_file(path: Path, config: CorpusConfig, writer: IdWriter, normalize: _Normalizer,
+                       notes: list[str], chunk_bytes: int) -> None:
+    """Decode, strip and normalise a file chunk by chunk, writing ids as it goes.
+
+    When the bytes turn out not to be UTF-8, what this file wrote is taken
+    back and the file is read again as Windows-1252.
+    """
+    start = writer.count
+    encodings = [config.encoding] if config.encoding else ["utf-8", "cp1252"]
+    for encoding in encodings:
+        gutenberg = None if config.keep_header else GutenbergFilter()
+        try:
+            for text in _decoded_chunks(path, encoding, chunk_bytes):
+                if writer.count == start and "\x00" in text[:65536]:
+                    raise LstmgenError(f"{path} looks like a binary file (it contains NUL bytes)")
+                writer.write(normalize(gutenberg.feed(text) if gutenberg else text))
+            if gutenberg:
+                writer.write(normalize(gutenberg.finish()))
+        except UnicodeDecodeError as exc:
+            if config.encoding:
+                raise LstmgenError(f"{path}: the file is not valid {encoding}; pass the right --encoding") from None
+            writer.truncate(start)
+            notes.append(f"{path}: not valid UTF-8 (near byte {exc.start} of a chunk); read as Windows-1252 "
+                         "(pass --encoding to choose another)")
+            continue
+        if gutenberg and gutenberg.changed:
+            notes.append(f"{path}: removed a Project Gutenberg header ({gutenberg.header_lines:,} lines) and footer "
+                         f"({gutenberg.footer_lines:,} lines)")
+        return
+
+
+def prepare(
+    inputs: list[str],
+    out_dir: str | os.PathLike,
+    corpus_config: CorpusConfig | None = None,
+    val_fraction: float = 0.1,
+    pattern: str = "*.txt",
+    separator: str = "",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    chunk_bytes: int = CHUNK_BYTES,
+    whole_file_limit: int = WHOLE_FILE_LIMIT,
+) -> PrepareResult:
+    """Turn text files into ``out_dir/{train.bin,val.bin,meta.json}`` for ``lstmgen train DATA_DIR``."""
+    import time
+
+    from tqdm import tqdm
+
+    config = corpus_config or CorpusConfig()
+    split_ids(100, val_fraction)  # validates the fraction before any work
+    files = find_inputs(inputs, pattern)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LstmgenError(f"cannot create {out} ({exc.strerror}); choose a writable --out directory") from None
+    if (out / "meta.json").exists() and not (out / "meta.json").read_text().startswith("{"):
+        raise LstmgenError(f"{out}/meta.json is not lstmgen data; choose another --out")
+    start_time = time.perf_counter()
+    total_bytes = sum(f.stat().st_size for f in files)
+    tmp = out / "ids.tmp"
+    writer = IdWriter(tmp)
+    normalize = _Normalizer(config)
+    notes: list[str] = []
+    skipped: list[str] = []
+    kept = 0
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc="prepare",
+               disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    try:
+        for path in files:
+            size = path.stat().st_size
+            try:
+                if size <= whole_file_limit:
+                    corpus = read_corpus(path, config)
+                    notes.extend(f"{path}: {n}" for n in corpus.notes if "byte-order" not in n and "line ends" not in n)
+                    text = corpus.text
+                else:
+                    text = None
+            except LstmgenError as exc:
+                skipped.append(f"{path}: {exc}")
+                bar.update(size)
+                continue
+            mark = writer.count
+            if kept and separator:
+                writer.write(separator)
+            if text is not None:
+                writer.write(text)
+            else:
+                try:
+                    _stream_large_file(path, config, writer, normalize, notes, chunk_bytes)
+                except LstmgenError as exc:
+                    writer.truncate(mark)
+                    skipped.append(f"{path}: {exc}")
+                    bar.update(size)
+                    continue
+            kept += 1
+            bar.update(size)
+    except OSError as exc:
+        writer.file.close()
+        tmp.unlink(missing_ok=True)
+        raise LstmgenError(f"could not write to {out} ({exc.strerror}); free some disk space or choose another --out") from None
+    finally:
+        bar.close()
+    writer.close()
+    notes.extend(normalize.notes())
+    for line in skipped:
+        log(f"lstmgen: skipped {line}")
+    if writer.count < 2:
+        tmp.unlink(missing_ok=True)
+        raise LstmgenError("no usable text in the inputs (every file was empty, binary or unreadable); "
+                           "give text files")
+    vocab_size = _finish(out, writer, val_fraction, config, files, kept, total_bytes)
+    meta = json.loads((out / "meta.json").read_text())
+    result = PrepareResult(
+        data_dir=out, files=kept, skipped=skipped, chars=writer.count, vocab_size=vocab_size,
+        train_tokens=meta["train_tokens"], val_tokens=meta["val_tokens"],
+        seconds=time.perf_counter() - start_time, notes=notes, input_bytes=total_bytes,
+    )
+    return result
+
+
+def _finish(out: Path, writer: IdWriter, val_fraction: float, config: CorpusConfig, files, kept: int,
+            total_bytes: int) -> int:
+    """Renumber ids to the sorted vocabulary and split into train.bin and val.bin."""
+    # Characters met only in a file that was later skipped never reach the ids.
+    counts = np.zeros(len(writer.codepoints), dtype=np.int64)
+    for block in read_chunks(writer.path, writer.dtype, 0, writer.count):
+        counts += np.bincount(block, minlength=len(counts))
+    used = [i for i in range(len(counts)) if counts[i]]
+    order = sorted(used, key=lambda i: writer.codepoints[i])
+    tokenizer = CharTokenizer([chr(writer.codepoints[i]) for i in order])
+    dtype = tokenizer.dtype
+    renumber = np.zeros(len(counts), dtype=dtype)
+    renumber[order] = np.arange(len(order), dtype=dtype)
+    cut = split_ids(writer.count, val_fraction)
+    for name, (a, b) in (("train.bin", (0, cut)), ("val.bin", (cut, writer.count))):
+        tmp = out / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            for block in read_chunks(writer.path, writer.dtype, a, b):
+                renumber[block].tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out / name)
+    writer.path.unlink()
+    meta = {
+        "format": META_FORMAT, "format_version": 1, "dtype": dtype.name,
+        "train_tokens": int(cut), "val_tokens": int(writer.count - cut), "val_fraction": val_fraction,
+        "chars": int(writer.count), "files": kept, "input_bytes": total_bytes,
+        "sources": [str(f) for f in files[:1000]], "corpus": config.to_dict(), "tokenizer": tokenizer.to_dict(),
+    }
+    tmp = out / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+    os.replace(tmp, out / "meta.json")
+    return tokenizer.vocab_size
+
+
+def is_data_dir(path: str | os.PathLike) -> bool:
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == META_FORMAT
+    except (ValueError, UnicodeDecodeError):
+        return False

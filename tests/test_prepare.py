@@ -1,0 +1,107 @@
+"""`lstmgen prepare`: chunked reading gives exactly what whole-file reading gives."""
+
+import json
+
+import numpy as np
+import pytest
+
+import lstmgen
+from lstmgen.corpus import CorpusConfig, read_corpus
+from lstmgen.errors import LstmgenError
+from lstmgen.prepare import prepare
+from lstmgen.tokenizer import CharTokenizer
+
+from conftest import corpus_path
+from test_corpus import ALICE_VARIANTS
+
+
+def quiet(*_):
+    pass
+
+
+def prepared_ids(data_dir):
+    meta = json.loads((data_dir / "meta.json").read_text())
+    train = np.fromfile(data_dir / "train.bin", dtype=meta["dtype"])
+    val = np.fromfile(data_dir / "val.bin", dtype=meta["dtype"])
+    return CharTokenizer.from_dict(meta["tokenizer"]), np.concatenate([train, val]), meta
+
+
+@pytest.mark.parametrize("name", ALICE_VARIANTS + ["tinyshakespeare.txt"])
+@pytest.mark.parametrize("config", [CorpusConfig(), CorpusConfig(lowercase=True, ascii=True)], ids=["plain", "folded"])
+def test_streaming_path_matches_whole_file_reading(name, config, tmp_path):
+    path = corpus_path(name)
+    expected = read_corpus(path, config).text
+    # Force the large-file path with tiny chunks, so chunk edges fall inside
+    # CRLF pairs, multi-byte characters and byte-order marks.
+    prepare([str(path)], tmp_path / "d", config, progress=False, log=quiet, chunk_bytes=997, whole_file_limit=0)
+    tokenizer, ids, meta = prepared_ids(tmp_path / "d")
+    assert tokenizer.decode(ids) == expected
+    assert tokenizer.chars == sorted(set(expected))
+    assert meta["val_tokens"] == round(len(expected) * 0.1)
+
+
+def test_files_directories_and_globs_with_a_separator(tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.txt").write_text("first document")
+    (docs / "sub" / "b.txt").write_text("second document")
+    (docs / "ignored.md").write_text("not text by --glob")
+    (docs / "empty.txt").write_text("")
+    (docs / "binary.txt").write_bytes(b"\x00\x01\x02")
+    extra = tmp_path / "c.log"
+    extra.write_text("third one")
+    notes = []
+    result = prepare([str(docs), str(tmp_path / "*.log")], tmp_path / "d", separator="\n\n", val_fraction=0.0,
+                     progress=False, log=notes.append)
+    tokenizer, ids, meta = prepared_ids(tmp_path / "d")
+    assert tokenizer.decode(ids) == "first document\n\nsecond document\n\nthird one"
+    assert result.files == 3 and meta["files"] == 3
+    assert len(result.skipped) == 2 and any("binary" in n for n in notes) and any("is empty" in n for n in notes)
+
+
+def test_ids_widen_past_256_and_65536_characters(tmp_path):
+    chars = [chr(c) for c in range(0x100, 0x100 + 70_000 + 2048) if not 0xD800 <= c <= 0xDFFF][:70_000]
+    path = tmp_path / "wide.txt"
+    path.write_text("abc" + "".join(chars), encoding="utf-8")
+    prepare([str(path)], tmp_path / "d", progress=False, log=quiet, chunk_bytes=50_000, whole_file_limit=0)
+    tokenizer, ids, meta = prepared_ids(tmp_path / "d")
+    assert meta["dtype"] == "uint32" and tokenizer.vocab_size == 70_003
+    assert tokenizer.decode(ids) == "abc" + "".join(chars)
+
+
+def test_training_on_prepared_data_maps_it_in_place(tmp_path):
+    prepare([str(corpus_path("alice-gutenberg-11-utf8.txt"))], tmp_path / "d", progress=False, log=quiet)
+    result = lstmgen.train(tmp_path / "d", tmp_path / "run", max_steps=3, progress=False, log=quiet,
+                           hidden_size=16, num_layers=1, batch_size=4, seq_len=16)
+    assert not (tmp_path / "run" / "data").exists()
+    model = lstmgen.load(tmp_path / "run")
+    assert model.evaluate_validation().loss_nats == pytest.approx(result.best_val_loss, abs=1e-4)
+    with pytest.raises(LstmgenError, match="corpus options were fixed"):
+        lstmgen.train(tmp_path / "d", tmp_path / "run2", max_steps=1, progress=False, log=quiet, lowercase=True)
+    assert lstmgen.resume(tmp_path / "run", max_steps=4, progress=False, log=quiet).steps == 4
+
+
+def test_nothing_usable(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(LstmgenError, match="no usable text"):
+        prepare([str(tmp_path / "empty.txt")], tmp_path / "d", progress=False, log=quiet)
+    with pytest.raises(LstmgenError, match="no such file"):
+        prepare([str(tmp_path / "nothing-*.txt")], tmp_path / "d", progress=False, log=quiet)
+
+
+def test_prepare_and_train_from_the_command_line(tmp_path):
+    from conftest import run_cli
+
+    books = tmp_path / "books"
+    books.mkdir()
+    for name in ("alice-gutenberg-11-2024-wrapped-markers.txt", "alice-wonderland-cp1252-trimmed.txt"):
+        (books / name).write_bytes(corpus_path(name).read_bytes())
+    result = run_cli("prepare", str(books), "--out", str(tmp_path / "data"), "--quiet")
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"2 file(s)" in result.stdout and b"MB/s" in result.stdout
+    assert b"Windows-1252" in result.stderr
+    trained = run_cli("train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                      "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16", "--quiet")
+    assert trained.returncode == 0, trained.stderr.decode()
+    evaluated = run_cli("evaluate", str(tmp_path / "run"), "--json")
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["tokens"] > 20_000
