@@ -38,7 +38,7 @@ CORPORA = Path(os.environ.get("LSTMGEN_CORPORA", Path(__file__).resolve().parent
 
 
 def training_throughput(preset: str, steps: int, warmup: int = 3) -> dict:
-    model_options, corpus_config, train_config = resolve(preset)
+    model_options, corpus_config, train_config, _ = resolve(preset)
     text = read_corpus(CORPORA / "alice-gutenberg-11-utf8.txt", corpus_config).text
     tok = CharTokenizer.from_text(text)
     ids = tok.encode(text)

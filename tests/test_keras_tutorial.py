@@ -25,7 +25,7 @@ def fixture(name):
 
 def keras_to_lstmgen(h5_path, expected) -> LSTMLanguageModel:
     layers = expected["architecture"]["lstm_layers"]
-    model_options, _, _ = resolve("tutorial-small" if layers == 1 else "tutorial-large")
+    model_options, *_ = resolve("tutorial-small" if layers == 1 else "tutorial-large")
     model = LSTMLanguageModel(ModelConfig(vocab_size=len(expected["vocabulary"]), **model_options)).eval()
     with h5py.File(h5_path, "r") as f:
         weights = f["model_weights"]

@@ -19,17 +19,18 @@ def quiet(*_):
 
 
 def test_tutorial_small_preset_is_the_tutorials_setup():
-    model, corpus, train = resolve("tutorial-small")
+    model, corpus, train, tokens = resolve("tutorial-small")
+    assert tokens.level == "char"
     assert model == {"hidden_size": 256, "num_layers": 1, "dropout": 0.2, "input_mode": "scaled"}
     assert corpus.lowercase and not corpus.ascii
     assert (train.framing, train.batch_size, train.seq_len, train.epochs) == ("windows", 128, 100, 20)
-    _, _, large = resolve("tutorial-large")
+    _, _, large, _ = resolve("tutorial-large")
     assert (large.batch_size, large.epochs) == (64, 50)
     assert PRESETS["tutorial-large"]["model"]["num_layers"] == 2
 
 
 def test_flags_override_the_preset():
-    model, corpus, train = resolve("tutorial-small", hidden_size=64, lowercase=False, epochs=3, seed=None)
+    model, corpus, train, _ = resolve("tutorial-small", hidden_size=64, lowercase=False, epochs=3, seed=None)
     assert model["hidden_size"] == 64 and not corpus.lowercase and train.epochs == 3 and train.seed == 1337
 
 

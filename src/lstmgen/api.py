@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class LanguageModel:
 
     def prepare_text(self, text: str) -> Prepared:
         """Put text through the model's own corpus options, then deal with
-        characters outside the vocabulary (see CharTokenizer.make_known)."""
+        tokens outside the vocabulary (see the tokenizer's make_known)."""
         text, _ = normalize_text(text.replace("\r\n", "\n").replace("\r", "\n"), self.corpus_config)
         known, report = self.tokenizer.make_known(text)
         return Prepared(known, report)
@@ -73,8 +74,12 @@ class LanguageModel:
         if prepared.unknown and warn is not None:
             warn(prepared.unknown.describe())
         ids = self.tokenizer.encode(prepared.text).tolist()
+        decoders = [self.tokenizer.stream_decoder() for _ in range(config.num_samples)]
         for tokens in stream_tokens(self.model, ids, config, seed):
-            yield [self.tokenizer.decode_one(int(t)) for t in tokens]
+            yield [d.push(int(t)) for d, t in zip(decoders, tokens)]
+        tail = [d.flush() for d in decoders]
+        if any(tail):
+            yield tail
 
     def generate(self, prompt: str | None = None, config: SampleConfig | None = None) -> list[str]:
         """Generate ``config.num_samples`` continuations (prompt not included)."""
@@ -85,17 +90,29 @@ class LanguageModel:
                 pieces[i].append(piece)
         return ["".join(p) for p in pieces]
 
-    def evaluate_ids(self, ids: np.ndarray) -> EvalResult:
+    @property
+    def unscored_tokens(self) -> int:
+        """Tokens at the start of a text that are context only, never predicted."""
+        return int(self.train_config.get("seq_len", 100)) if self.framing == "windows" else 1
+
+    def evaluate_ids(self, ids: np.ndarray, chars: int | None = None) -> EvalResult:
+        """Loss on token ids; ``chars``, the characters the scored tokens
+        cover, makes bits per character exact for word and BPE models."""
         if self.framing == "windows":
-            window = int(self.train_config.get("seq_len", 100))
-            return evaluate_windows(self.model, ids, window)
-        return evaluate_stream(self.model, ids)
+            result = evaluate_windows(self.model, ids, self.unscored_tokens)
+        else:
+            result = evaluate_stream(self.model, ids)
+        return result.with_chars(chars) if chars is not None else result
 
     def evaluate(self, text: str) -> EvalResult:
         """Held-out loss on already-cleaned text (Gutenberg stripping is the
         caller's choice; the model's case/ASCII/punctuation options are applied)."""
         prepared = self.prepare_text(text)
-        return self.evaluate_ids(self.tokenizer.encode(prepared.text))
+        return self._evaluate_text(prepared.text)
+
+    def _evaluate_text(self, text: str) -> EvalResult:
+        chars = self.tokenizer.chars_after(text, self.unscored_tokens)
+        return self.evaluate_ids(self.tokenizer.encode(text), chars)
 
     def evaluate_file(self, path: str | os.PathLike, warn=None) -> EvalResult:
         """Read a file the way the training corpus was read, then evaluate."""
@@ -103,7 +120,7 @@ class LanguageModel:
         known, report = self.tokenizer.make_known(corpus.text)
         if report and warn is not None:
             warn(report.describe())
-        return self.evaluate_ids(self.tokenizer.encode(known))
+        return self._evaluate_text(known)
 
     def evaluate_validation(self) -> EvalResult:
         """Loss on the run's own held-out split (``RUN_DIR/data/val.bin``)."""
@@ -115,7 +132,18 @@ class LanguageModel:
         split = load_split(data_dir)
         if len(split.val) < 2:
             raise LstmgenError("this run held out no validation text (--val-fraction 0); give a TEXT_FILE to evaluate on")
-        return self.evaluate_ids(split.val)
+        return self.evaluate_ids(split.val, validation_chars(data_dir, self.tokenizer, split.val, self.unscored_tokens))
+
+
+def validation_chars(data_dir: Path, tokenizer, val_ids: np.ndarray, skip: int) -> int | None:
+    """Characters covered by the scored held-out tokens (None for characters:
+    one token is one character)."""
+    if tokenizer.level == "char":
+        return None
+    meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
+    if "val_chars" not in meta:
+        return None
+    return max(int(meta["val_chars"]) - len(tokenizer.decode(val_ids[:skip])), 1)
 
 
 def load(run_dir: str | os.PathLike | None = None, device: str = "cpu") -> LanguageModel:
@@ -134,9 +162,9 @@ def train(corpus_path, out_dir, preset: str = "default", *, force: bool = False,
     from .presets import resolve
     from .training import train as run_training
 
-    model_options, corpus_config, train_config = resolve(preset, **overrides)
+    model_options, corpus_config, train_config, tokenizer_config = resolve(preset, **overrides)
     return run_training(corpus_path, out_dir, model_options, corpus_config, train_config,
-                        force=force, progress=progress, log=log)
+                        force=force, progress=progress, log=log, tokenizer_config=tokenizer_config)
 
 
 def resume(run_dir, *, progress: bool = True, log=print, epochs=None, max_steps=None, max_minutes=None):

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from .corpus import CorpusConfig
 from .errors import LstmgenError
 from .model import LSTMLanguageModel, ModelConfig
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -215,7 +215,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise LstmgenError(f"{directory} has no {TOKENIZER}; the checkpoint is incomplete") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise LstmgenError(f"{directory / TOKENIZER} is corrupt (not valid JSON)") from None
-    tokenizer = CharTokenizer.from_dict(tokenizer_data)
+    tokenizer = tokenizer_from_dict(tokenizer_data)
     try:
         model_config = ModelConfig.from_dict(config["model"])
         corpus_config = CorpusConfig.from_dict(config.get("corpus", {}))

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=_number)
     g.add_argument("--input", dest="input_mode", choices=["embedding", "onehot", "scaled"])
     g.add_argument("--embedding-dim", type=_positive_int)
+    g.add_argument("--level", choices=["char", "word", "bpe"], help="tokens to model (default char)")
+    g.add_argument("--vocab-size", type=_positive_int, help="word: most frequent tokens kept; bpe: merges learned")
     g = p.add_argument_group("training (override the preset)")
     g.add_argument("--framing", choices=["stream", "windows"])
     g.add_argument("--epochs", type=_positive_int)
@@ -182,7 +184,7 @@ _LIMITS = ("epochs", "max_steps", "max_minutes")
 _TRAIN_OPTIONS = (
     "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "framing", "batch_size", "seq_len", "lr",
     "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "encoding",
-    "keep_header", "lowercase", "ascii", "strip_punctuation")
+    "keep_header", "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
 
 
 def cmd_prepare(args) -> int:

@@ -34,6 +34,13 @@ class EvalResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_chars(self, chars: int) -> "EvalResult":
+        """The same result with bits per character over ``chars`` characters
+        (for word and BPE tokens, which cover several characters each)."""
+        total_nats = self.loss_nats * self.tokens
+        return EvalResult(self.loss_nats, total_nats / max(chars, 1) / math.log(2), self.perplexity, self.tokens,
+                          chars)
+
     def line(self) -> str:
         return (f"loss {self.loss_nats:.4f} nats/token · {self.bits_per_char:.4f} bits/char · "
                 f"perplexity {self.perplexity:.3f} · {self.tokens:,} tokens")

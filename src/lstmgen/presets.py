@@ -43,21 +43,24 @@ def get_preset(name: str) -> dict[str, dict]:
     return {part: dict(values) for part, values in preset.items()}
 
 
-def resolve(preset: str = "default", **overrides) -> tuple[dict, "CorpusConfig", "TrainConfig"]:
+def resolve(preset: str = "default", **overrides) -> tuple[dict, "CorpusConfig", "TrainConfig", "TokenizerConfig"]:
     """Preset values with ``overrides`` on top, routed by field name to the
-    model, corpus or training config. ``None`` overrides are ignored, so the
+    model, corpus, training or tokenizer config. ``None`` overrides are ignored, so the
     CLI can pass every flag and only the given ones count."""
     from dataclasses import fields
 
     from .corpus import CorpusConfig
     from .model import ModelConfig
+    from .tokenizer import TokenizerConfig
     from .training import TrainConfig
 
     parts = get_preset(preset)
+    parts.setdefault("tokenizer", {})
     owners = {
         "model": {f.name for f in fields(ModelConfig)} - {"vocab_size"},
         "corpus": {f.name for f in fields(CorpusConfig)},
         "train": {f.name for f in fields(TrainConfig)},
+        "tokenizer": {f.name for f in fields(TokenizerConfig)},
     }
     for key, value in overrides.items():
         if value is None:
@@ -68,4 +71,5 @@ def resolve(preset: str = "default", **overrides) -> tuple[dict, "CorpusConfig",
                 break
         else:
             raise LstmgenError(f"unknown training option {key!r}")
-    return parts["model"], CorpusConfig(**parts["corpus"]), TrainConfig(**parts["train"])
+    return (parts["model"], CorpusConfig(**parts["corpus"]), TrainConfig(**parts["train"]),
+            TokenizerConfig(**parts["tokenizer"]))

@@ -6,6 +6,9 @@ can be sampled without the corpus that trained it.
 
 from __future__ import annotations
 
+import json
+import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +101,13 @@ class CharTokenizer:
     def decode_one(self, i: int) -> str:
         return self.chars[i]
 
+    def stream_decoder(self) -> "_PlainStreamDecoder":
+        return _PlainStreamDecoder(self.chars)
+
+    def chars_after(self, text: str, skip: int) -> int:
+        """Characters of ``text`` covered by its tokens after the first ``skip``."""
+        return max(len(text) - skip, 0)
+
     def make_known(self, text: str) -> tuple[str, UnknownReport]:
         """Deal with characters outside the vocabulary, deliberately.
 
@@ -134,3 +144,232 @@ class CharTokenizer:
         if data.get("level") != "char" or not isinstance(data.get("chars"), list):
             raise LstmgenError("tokenizer.json is not an lstmgen character vocabulary; re-train or re-download the model")
         return cls(data["chars"])
+
+
+# ---------------------------------------------------------------------------
+# Word and BPE levels. Every tokenizer offers the same small interface:
+#   level, vocab_size, dtype, encode(text) -> ids, decode(ids) -> text,
+#   make_known(text) -> (text, report), chars_after(text, skip) -> int,
+#   stream_decoder() -> object with push(id) -> str and flush() -> str,
+#   to_dict() / tokenizer_from_dict().
+# ---------------------------------------------------------------------------
+
+LEVELS = ("char", "word", "bpe")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Which tokens a model predicts. The trained tokenizer itself is stored
+    in every checkpoint's tokenizer.json."""
+
+    level: str = "char"
+    """'char' (every character), 'word' (words, punctuation and whitespace
+    runs; exact round trip), or 'bpe' (byte-level BPE; no unknown tokens)."""
+    vocab_size: int | None = None
+    """word: keep the most frequent tokens, the rest become <unk> (default
+    10,000); bpe: the vocabulary to learn (default 2,000); char: unused."""
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise LstmgenError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.vocab_size is not None:
+            if self.level == "char":
+                raise LstmgenError("--vocab-size applies to --level word or bpe; a character vocabulary is the "
+                                   "corpus's own characters")
+            low = 2 if self.level == "word" else 257
+            if self.vocab_size < low:
+                raise LstmgenError(f"--vocab-size must be at least {low} for --level {self.level}, "
+                                   f"got {self.vocab_size}")
+
+    def build(self, text: str):
+        if self.level == "char":
+            return CharTokenizer.from_text(text)
+        if self.level == "word":
+            return WordTokenizer.from_text(text, self.vocab_size or 10_000)
+        return BPETokenizer.from_text(text, self.vocab_size or 2_000)
+
+
+class _PlainStreamDecoder:
+    def __init__(self, pieces: list[str]):
+        self.pieces = pieces
+
+    def push(self, token_id: int) -> str:
+        return self.pieces[token_id]
+
+    def flush(self) -> str:
+        return ""
+
+
+class WordTokenizer:
+    """Words, single punctuation marks and runs of whitespace, so that the
+    tokens of a text concatenate back to it exactly. Rare tokens map to <unk>."""
+
+    level = "word"
+    UNK = "<unk>"
+    PATTERN = re.compile(r"\w+|[^\w\s]|\s+")
+
+    def __init__(self, tokens: list[str]):
+        if not tokens or tokens[0] != self.UNK or len(set(tokens)) != len(tokens):
+            raise LstmgenError("tokenizer.json is corrupt (a word vocabulary starts with <unk> and has no repeats)")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    @classmethod
+    def from_text(cls, text: str, vocab_size: int) -> "WordTokenizer":
+        counts = Counter(cls.PATTERN.findall(text))
+        counts.pop(cls.UNK, None)
+        return cls([cls.UNK] + [t for t, _ in counts.most_common(vocab_size - 1)])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return id_dtype(self.vocab_size)
+
+    def encode(self, text: str) -> np.ndarray:
+        get = self.index.get
+        return np.fromiter((get(t, 0) for t in self.PATTERN.findall(text)), dtype=np.int64).astype(self.dtype)
+
+    def unknown_count(self, text: str) -> tuple[int, int, list[str]]:
+        words = self.PATTERN.findall(text)
+        missing = [w for w in words if w not in self.index]
+        return len(missing), len(words), sorted(set(missing))[:10]
+
+    def decode(self, ids) -> str:
+        return "".join(self.tokens[int(i)] for i in ids)
+
+    def decode_one(self, i: int) -> str:
+        return self.tokens[i]
+
+    def stream_decoder(self) -> _PlainStreamDecoder:
+        return _PlainStreamDecoder(self.tokens)
+
+    def make_known(self, text: str) -> tuple[str, UnknownReport]:
+        """Unknown words stay in the text and are read as <unk>; the report names them."""
+        missing, _, examples = self.unknown_count(text)
+        report = UnknownReport({}, {})
+        if missing:
+            report = WordUnknownReport(missing, examples)
+        return text, report
+
+    def chars_after(self, text: str, skip: int) -> int:
+        """Characters of ``text`` covered by its tokens after the first ``skip``."""
+        if skip <= 0:
+            return len(text)
+        for i, match in enumerate(self.PATTERN.finditer(text)):
+            if i == skip - 1:
+                return len(text) - match.end()
+        return 0
+
+    def to_dict(self) -> dict:
+        return {"level": self.level, "tokens": self.tokens}
+
+
+class WordUnknownReport(UnknownReport):
+    def __init__(self, count: int, examples: list[str]):
+        super().__init__({}, {})
+        self.count = count
+        self.examples = examples
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def describe(self) -> str:
+        return (f"{self.count} word(s) are not in the model's vocabulary and are read as <unk>: "
+                + ", ".join(repr(w) for w in self.examples))
+
+
+class _BPEStreamDecoder:
+    """Byte-level tokens can end inside a multi-byte character; hold them
+    back until the character is complete."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.pending: list[int] = []
+
+    def push(self, token_id: int) -> str:
+        self.pending.append(token_id)
+        text = self.tokenizer.decode(self.pending)
+        if text.endswith("\ufffd") and len(self.pending) < 4:
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
+
+
+class BPETokenizer:
+    """Byte-level BPE trained with Hugging Face ``tokenizers``: any text
+    encodes, so there are no unknown tokens."""
+
+    level = "bpe"
+
+    def __init__(self, hf_tokenizer):
+        self.hf = hf_tokenizer
+
+    @classmethod
+    def from_text(cls, text: str, vocab_size: int) -> "BPETokenizer":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      special_tokens=[], show_progress=False)
+        lines = text.splitlines(keepends=True)
+        tok.train_from_iterator((lines[i:i + 1000] for i in range(0, len(lines), 1000)), trainer=trainer,
+                                length=len(lines))
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    @property
+    def dtype(self) -> np.dtype:
+        return id_dtype(self.vocab_size)
+
+    def encode(self, text: str) -> np.ndarray:
+        if not text:
+            return np.zeros(0, dtype=self.dtype)
+        return np.array(self.hf.encode(text).ids, dtype=self.dtype)
+
+    def decode(self, ids) -> str:
+        return self.hf.decode([int(i) for i in ids])
+
+    def stream_decoder(self) -> _BPEStreamDecoder:
+        return _BPEStreamDecoder(self.hf)
+
+    def make_known(self, text: str) -> tuple[str, UnknownReport]:
+        return text, UnknownReport({}, {})
+
+    def chars_after(self, text: str, skip: int) -> int:
+        if skip <= 0:
+            return len(text)
+        offsets = self.hf.encode(text).offsets
+        return len(text) - offsets[skip - 1][1] if skip <= len(offsets) else 0
+
+    def to_dict(self) -> dict:
+        return {"level": self.level, "tokenizer": json.loads(self.hf.to_str())}
+
+
+def tokenizer_from_dict(data: dict):
+    """Load any level's tokenizer from its tokenizer.json contents."""
+    level = data.get("level") if isinstance(data, dict) else None
+    if level == "char":
+        return CharTokenizer.from_dict(data)
+    if level == "word" and isinstance(data.get("tokens"), list):
+        return WordTokenizer(data["tokens"])
+    if level == "bpe" and isinstance(data.get("tokenizer"), dict):
+        from tokenizers import Tokenizer
+
+        try:
+            return BPETokenizer(Tokenizer.from_str(json.dumps(data["tokenizer"])))
+        except Exception as exc:  # tokenizers raises its own exception types
+            raise LstmgenError(f"tokenizer.json holds a BPE tokenizer that cannot be read ({exc})") from None
+    raise LstmgenError("tokenizer.json is not an lstmgen vocabulary; re-train or re-download the model")

@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, load_trainer_state, resolve_checkpoint, save_checkpoint
 from .corpus import CorpusConfig, read_corpus
-from .data import StreamBatches, WindowBatches, load_split, release_pages, save_split
+from .data import StreamBatches, WindowBatches, load_split, release_pages, save_split, split_ids
 from .errors import LstmgenError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
 from .model import LSTMLanguageModel, ModelConfig
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, TokenizerConfig, tokenizer_from_dict
 
 FRAMINGS = ("stream", "windows")
 SCHEDULES = ("constant", "cosine")
@@ -282,16 +282,25 @@ def run_data_dir(run_dir: Path, meta: dict) -> Path:
     return Path(run_dir) / meta.get("data_dir", "data")
 
 
-def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, log):
+def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, log,
+                     tokenizer_config: TokenizerConfig):
     corpus = read_corpus(corpus_path, corpus_config)
     for note in corpus.notes:
         log(f"lstmgen: {note}")
     text = corpus.text
-    tokenizer = CharTokenizer.from_text(text)
+    tokenizer = tokenizer_config.build(text)
     ids = tokenizer.encode(text)
+    if tokenizer.level == "word":
+        unknown = int((ids == 0).sum())
+        log(f"lstmgen: word vocabulary of {tokenizer.vocab_size:,} tokens; {unknown:,} of {len(ids):,} tokens "
+            f"({unknown / max(len(ids), 1):.2%}) are <unk> (raise --vocab-size to keep more words)")
+    elif tokenizer.level == "bpe":
+        log(f"lstmgen: BPE vocabulary of {tokenizer.vocab_size:,} tokens; {len(text) / max(len(ids), 1):.2f} "
+            "characters per token")
+    unit = "characters" if tokenizer.level == "char" else "tokens"
     if len(ids) < config.seq_len + 1:
         raise LstmgenError(
-            f"the corpus has {len(ids):,} characters after cleaning, fewer than --seq-len {config.seq_len} + 1; "
+            f"the corpus has {len(ids):,} {unit} after cleaning, fewer than --seq-len {config.seq_len} + 1; "
             "lower --seq-len or give more text"
         )
     return text, tokenizer, ids
@@ -327,6 +336,7 @@ def train(
     force: bool = False,
     progress: bool = True,
     log=print,
+    tokenizer_config: TokenizerConfig | None = None,
 ) -> TrainResult:
     """Train a new model on a text file and write checkpoints to ``out_dir``.
 
@@ -357,8 +367,11 @@ def train(
         if config.val_fraction != TrainConfig.val_fraction and config.val_fraction != data_meta["val_fraction"]:
             raise LstmgenError(f"{corpus_path} was split by lstmgen prepare --val-fraction "
                                f"{data_meta['val_fraction']}; drop --val-fraction or prepare again")
+        if tokenizer_config is not None and tokenizer_config != TokenizerConfig():
+            raise LstmgenError(f"{corpus_path} holds character ids from lstmgen prepare; word and BPE levels "
+                               "need a text file (give the corpus file instead of prepared data)")
         corpus_config = CorpusConfig.from_dict(data_meta["corpus"])
-        tokenizer = CharTokenizer.from_dict(data_meta["tokenizer"])
+        tokenizer = tokenizer_from_dict(data_meta["tokenizer"])
         split = load_split(data_dir)
         rng = random.Random(config.seed)
         excerpt_source = tokenizer.decode(split.train[: 1 << 20]) if len(split.train) else ""
@@ -367,14 +380,18 @@ def train(
         source = str(corpus_path)
     else:
         data_dir = out / "data"
-        text, tokenizer, ids = _load_corpus_ids(corpus_path, corpus_config, config, log)
+        text, tokenizer, ids = _load_corpus_ids(corpus_path, corpus_config, config, log,
+                                                tokenizer_config or TokenizerConfig())
+        cut = split_ids(len(ids), config.val_fraction)
         try:
             split = save_split(data_dir, ids, config.val_fraction,
-                               {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size})
+                               {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size,
+                                "level": tokenizer.level, "val_chars": tokenizer.chars_after(text, cut)})
         except OSError as exc:
             raise LstmgenError(f"could not write the token files in {out} ({exc.strerror}); free some disk space "
                                "or choose another --out") from None
-        excerpts = sample_excerpts(text[: len(split.train)], random.Random(config.seed))
+        train_chars = len(text) - tokenizer.chars_after(text, cut)
+        excerpts = sample_excerpts(text[:train_chars], random.Random(config.seed))
         corpus_chars = len(text)
         source = str(corpus_path)
         del text, ids
@@ -450,7 +467,7 @@ def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limit
                 meta["effective_batch_size"], meta_base, position, carried, progress, log)
 
 
-def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: CorpusConfig, split,
+def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, split,
          batch_size: int, meta_base: dict, pos: Position, carried, progress: bool, log) -> TrainResult:
     model, config, device = trainer.model, trainer.config, trainer.device
     train_ids, val_ids = split.train, split.val
@@ -462,6 +479,11 @@ def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: C
     metrics_path = out / "metrics.jsonl"
     history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
 
+    data_meta = json.loads((run_data_dir(out, meta_base) / "meta.json").read_text(encoding="utf-8"))
+    val_chars = data_meta.get("val_chars") if tokenizer.level != "char" else None
+    unscored = config.seq_len if config.framing == "windows" else 1
+    unit = "chars" if tokenizer.level == "char" else "tokens"
+
     def validate() -> EvalResult | None:
         if len(val_eval_ids) < 2:
             return None
@@ -471,6 +493,14 @@ def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: C
             result = evaluate_stream(model, val_eval_ids)
         release_pages(val_ids)
         model.train()
+        if val_chars:
+            # Word and BPE tokens cover several characters: bits per character
+            # over the characters the scored tokens stand for.
+            if len(val_eval_ids) == len(val_ids):
+                chars = val_chars - len(tokenizer.decode(val_ids[:unscored]))
+            else:
+                chars = round(val_chars * result.tokens / len(val_ids))
+            result = result.with_chars(max(chars, 1))
         return result
 
     best: EvalResult | None = None
@@ -570,7 +600,7 @@ def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: C
                         carried = None
                     now_elapsed = elapsed()
                     bar.set_postfix_str(
-                        f"loss {np.mean(pos.recent_loss):.3f} · {pos.trained_chars / max(now_elapsed, 1e-9):,.0f} chars/s",
+                        f"loss {np.mean(pos.recent_loss):.3f} · {pos.trained_chars / max(now_elapsed, 1e-9):,.0f} {unit}/s",
                         refresh=False)
                     bar.update(1)
                     reached = None
@@ -620,5 +650,6 @@ def _run(out: Path, trainer: Trainer, tokenizer: CharTokenizer, corpus_config: C
     if pos.best_val_loss is not None:
         log(f"lstmgen: best validation loss {pos.best_val_loss:.4f} nats; saved in {out / 'best'}")
     log(f"lstmgen: {pos.step} steps, {pos.elapsed_s or elapsed():.1f} s of training "
-        f"({result.train_chars_per_second:,.0f} characters/s); generate with: lstmgen generate {out}")
+        f"({result.train_chars_per_second:,.0f} {'characters' if unit == 'chars' else 'tokens'}/s); "
+        f"generate with: lstmgen generate {out}")
     return result
