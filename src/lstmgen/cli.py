@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help="default, tutorial-small or tutorial-large")
     p.add_argument("--force", action="store_true", help="overwrite a run already in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="train with N processes on this machine (PyTorch DDP through torchrun)")
     _add_corpus_options(p)
     g = p.add_argument_group("model (override the preset)")
     g.add_argument("--hidden-size", type=_positive_int)
@@ -201,8 +204,56 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _launch_local_processes(args) -> int:
+    """Run this very command in N local processes, with the environment
+    torchrun would give them (one machine; torchrun itself for several)."""
+    import socket
+    import subprocess
+
+    argv = list(args.argv)
+    if "--nproc" in argv:
+        i = argv.index("--nproc")
+        del argv[i:i + 2]
+    argv = [a for a in argv if not a.startswith("--nproc=")]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // args.nproc))
+    procs = []
+    for rank in range(args.nproc):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc),
+                   LOCAL_WORLD_SIZE=str(args.nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   OMP_NUM_THREADS=threads)
+        procs.append(subprocess.Popen([sys.executable, "-m", "lstmgen", *argv], env=env))
+    # Ctrl-C reaches every process of the group; the ranks agree to stop,
+    # checkpoint and exit, and this launcher waits for them.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        codes = [None] * len(procs)
+        while any(c is None for c in codes):
+            for i, p in enumerate(procs):
+                if codes[i] is None:
+                    try:
+                        codes[i] = p.wait(timeout=0.2)
+                    except subprocess.TimeoutExpired:
+                        continue
+                    if codes[i] != 0:
+                        # One rank failed: the others would wait for it forever.
+                        for other in procs:
+                            if other.poll() is None:
+                                other.terminate()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return next((c for c in codes if c), 0)
+
+
 def cmd_train(args) -> int:
     from .api import resume, train
+
+    if args.nproc is not None and args.nproc < 1:
+        raise LstmgenError(f"--nproc must be 1 or more, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_local_processes(args)
 
     overrides = {k: getattr(args, k) for k in _TRAIN_OPTIONS + _LIMITS}
     if args.checkpoint_every is not None:
@@ -308,6 +359,7 @@ COMMANDS = {"corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "g
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
@@ -321,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlstmgen {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except LstmgenError as exc:
-        print(f"lstmgen {args.command}: error: {exc}", file=sys.stderr)
+        # In a multi-process run every rank meets the same error; one says it.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"lstmgen {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"\nlstmgen {args.command}: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed as D
 from .checkpoint import load_checkpoint, load_trainer_state, resolve_checkpoint, save_checkpoint
 from .corpus import CorpusConfig, read_corpus
 from .data import StreamBatches, WindowBatches, load_split, release_pages, save_split, split_ids
@@ -138,7 +139,7 @@ def prepare_run_dir(out: Path, force: bool) -> None:
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -234,20 +235,31 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-def _trainer_state(optimizer: torch.optim.Optimizer, position: Position, carried) -> tuple[dict, dict]:
+def _trainer_state(optimizer: torch.optim.Optimizer, position: Position, carried,
+                   rank_states: list | None = None) -> tuple[dict, dict]:
+    """Everything a resume needs besides the weights. ``rank_states`` holds
+    (torch RNG state, carried state) of every rank of a DDP run."""
     opt = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     for index, values in opt["state"].items():
         for key, value in values.items():
             tensors[f"optimizer.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    tensors["rng.torch"] = torch.get_rng_state()
+    if rank_states is not None and len(rank_states) > 1:
+        # Each rank has its own dropout stream and its own stream columns.
+        for r, (rng_state, rank_carry) in enumerate(rank_states):
+            tensors[f"rank{r}.rng.torch"] = rng_state
+            if rank_carry is not None:
+                tensors[f"rank{r}.carry.h"], tensors[f"rank{r}.carry.c"] = rank_carry
+    else:
+        tensors["rng.torch"] = torch.get_rng_state()
+        if carried is not None:
+            tensors["carry.h"], tensors["carry.c"] = carried
     if torch.cuda.is_available():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
-    if carried is not None:
-        tensors["carry.h"], tensors["carry.c"] = carried
     np_state = np.random.get_state()
     data = {
+        "world_size": len(rank_states) if rank_states else 1,
         "position": asdict(position),
         "param_groups": opt["param_groups"],
         "rng_python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
@@ -256,14 +268,20 @@ def _trainer_state(optimizer: torch.optim.Optimizer, position: Position, carried
     return tensors, data
 
 
-def _restore_trainer_state(optimizer, tensors: dict, data: dict, device) -> tuple[Position, tuple | None]:
+def _restore_trainer_state(optimizer, tensors: dict, data: dict, device,
+                           info: D.Dist = D.SINGLE) -> tuple[Position, tuple | None]:
+    saved_world = int(data.get("world_size", 1))
+    if saved_world != info.world:
+        raise LstmgenError(f"this run was trained with {saved_world} process(es); resume it with the same number "
+                           f"(now {info.world})")
+    prefix = f"rank{info.rank}." if info.world > 1 else ""
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = value.to(device) if key != "step" else value
     optimizer.load_state_dict({"state": state, "param_groups": data["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+    torch.set_rng_state(tensors[prefix + "rng.torch"])
     cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
@@ -272,8 +290,8 @@ def _restore_trainer_state(optimizer, tensors: dict, data: dict, device) -> tupl
     kind, keys, *rest = data["rng_numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
     carried = None
-    if "carry.h" in tensors:
-        carried = (tensors["carry.h"].to(device), tensors["carry.c"].to(device))
+    if prefix + "carry.h" in tensors:
+        carried = (tensors[prefix + "carry.h"].to(device), tensors[prefix + "carry.c"].to(device))
     return Position(**data["position"]), carried
 
 
@@ -348,8 +366,21 @@ def train(
     out = Path(out_dir)
     # Check everything that can be checked before touching the disk or the clock.
     ModelConfig(vocab_size=1, **(model_options or {}))
+    info = D.setup(config.device)
+    if not info.is_main:
+        log, progress = (lambda *_: None), False
+    try:
+        return _train(corpus_path, out, model_options, corpus_config, config, force, progress, log,
+                      tokenizer_config, info)
+    finally:
+        D.teardown(info)
+
+
+def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, config: TrainConfig, force: bool,
+           progress: bool, log, tokenizer_config, info: D.Dist) -> TrainResult:
     prepare_run_dir(out, force)
-    if force:
+    D.barrier(info)
+    if force and info.is_local_main:
         import shutil
 
         for stale in ("best", "last", ".best.old", ".last.old"):
@@ -378,6 +409,15 @@ def train(
         excerpts = sample_excerpts(excerpt_source, rng)
         corpus_chars = int(data_meta["chars"])
         source = str(corpus_path)
+    elif not info.is_local_main:
+        # In a DDP run, the first process of each machine writes the token
+        # files and the others read them.
+        D.barrier(info)
+        data_dir = out / "data"
+        own_meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
+        tokenizer = tokenizer_from_dict(own_meta["tokenizer"])
+        split = load_split(data_dir)
+        excerpts, corpus_chars, source = [], int(own_meta.get("corpus_chars", 0)), str(corpus_path)
     else:
         data_dir = out / "data"
         text, tokenizer, ids = _load_corpus_ids(corpus_path, corpus_config, config, log,
@@ -386,7 +426,8 @@ def train(
         try:
             split = save_split(data_dir, ids, config.val_fraction,
                                {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size,
-                                "level": tokenizer.level, "val_chars": tokenizer.chars_after(text, cut)})
+                                "level": tokenizer.level, "val_chars": tokenizer.chars_after(text, cut),
+                                "corpus_chars": len(text), "tokenizer": tokenizer.to_dict()})
         except OSError as exc:
             raise LstmgenError(f"could not write the token files in {out} ({exc.strerror}); free some disk space "
                                "or choose another --out") from None
@@ -395,6 +436,8 @@ def train(
         corpus_chars = len(text)
         source = str(corpus_path)
         del text, ids
+        if info.enabled:
+            D.barrier(info)
     if len(split.train) + len(split.val) < config.seq_len + 1:
         raise LstmgenError(
             f"the corpus has {len(split.train) + len(split.val):,} characters, fewer than --seq-len "
@@ -408,7 +451,8 @@ def train(
             batch_size = max(1, fit)
             log(f"lstmgen: the training text is short, so --batch-size is lowered to {batch_size}")
 
-    device = pick_device(config.device)
+    D.check_batch(info, batch_size)
+    device = D.device_for(info, config.device) or pick_device(config.device)
     torch.manual_seed(config.seed)
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **(model_options or {}))
     model = LSTMLanguageModel(model_config).to(device)
@@ -423,10 +467,15 @@ def train(
     }
     log(f"lstmgen: {corpus_chars:,} characters, vocabulary {tokenizer.vocab_size}, "
         f"{len(split.train):,} for training and {len(split.val):,} held out; "
-        f"model {model.num_parameters():,} parameters on {device}")
-    (out / "metrics.jsonl").write_text("")
+        f"model {model.num_parameters():,} parameters on {device}"
+        + (f", {info.world} processes" if info.enabled else ""))
+    if info.is_main:
+        (out / "metrics.jsonl").write_text("")
+    if info.enabled:
+        # The same initial weights everywhere; each rank its own dropout.
+        torch.manual_seed(config.seed + 1_000_003 * info.rank)
     return _run(out, trainer, tokenizer, corpus_config, split, batch_size, meta_base, Position(), None,
-                progress, log)
+                progress, log, info)
 
 
 def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limits) -> TrainResult:
@@ -447,29 +496,50 @@ def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limit
     checkpoint = load_checkpoint(last)
     meta = checkpoint.meta
     config = TrainConfig.from_dict(dict(meta["train"], **{k: v for k, v in limits.items() if v is not None}))
-    device = pick_device(config.device)
-    model = checkpoint.model.to(device).train()
-    trainer = Trainer(model, config, device)
-    tensors, data = load_trainer_state(last)
-    position, carried = _restore_trainer_state(trainer.optimizer, tensors, data, device)
+    info = D.setup(config.device)
+    if not info.is_main:
+        log, progress = (lambda *_: None), False
+    try:
+        device = D.device_for(info, config.device) or pick_device(config.device)
+        model = checkpoint.model.to(device).train()
+        trainer = Trainer(model, config, device)
+        tensors, data = load_trainer_state(last)
+        position, carried = _restore_trainer_state(trainer.optimizer, tensors, data, device, info)
+        return _resume(out, checkpoint, meta, config, trainer, position, carried, progress, log, info)
+    finally:
+        D.teardown(info)
+
+
+def _resume(out: Path, checkpoint, meta: dict, config: TrainConfig, trainer: Trainer, position: Position, carried,
+            progress: bool, log, info: D.Dist) -> TrainResult:
     split = load_split(run_data_dir(out, meta))
     meta_base = {k: meta[k] for k in ("effective_batch_size", "source", "corpus_chars", "prompt_excerpts")}
     meta_base["data_dir"] = meta.get("data_dir", "data")
     meta_base["train"] = config.to_dict()
     # Metric rows written after this checkpoint belong to the lost part of the run.
     metrics = out / "metrics.jsonl"
-    rows = [line for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
-    kept = [line for line in rows if json.loads(line)["step"] <= position.step]
-    metrics.write_text("".join(line + "\n" for line in kept))
+    if info.is_main:
+        rows = [line for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+        kept = [line for line in rows if json.loads(line)["step"] <= position.step]
+        metrics.write_text("".join(line + "\n" for line in kept))
+    D.barrier(info)
     log(f"lstmgen: resuming {out} at step {position.step} (epoch {position.epoch + 1}, "
         f"batch {position.batch_index})")
     return _run(out, trainer, checkpoint.tokenizer, checkpoint.corpus_config, split,
-                meta["effective_batch_size"], meta_base, position, carried, progress, log)
+                meta["effective_batch_size"], meta_base, position, carried, progress, log, info)
 
 
 def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, split,
-         batch_size: int, meta_base: dict, pos: Position, carried, progress: bool, log) -> TrainResult:
+         batch_size: int, meta_base: dict, pos: Position, carried, progress: bool, log,
+         info: D.Dist = D.SINGLE) -> TrainResult:
     model, config, device = trainer.model, trainer.config, trainer.device
+    rows = D.check_batch(info, batch_size)
+    first_row = info.rank * rows  # this rank's share of every batch
+    train_model = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     train_ids, val_ids = split.train, split.val
     steps_per_epoch = len(epoch_batches(config, train_ids, batch_size, 0))
     planned = [x for x in (config.max_steps, config.epochs and config.epochs * steps_per_epoch) if x]
@@ -477,7 +547,8 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
     budget_s = config.max_minutes * 60 if config.max_minutes else None
     val_eval_ids = val_ids[: config.eval_max_tokens]
     metrics_path = out / "metrics.jsonl"
-    history = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    history = ([json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+               if metrics_path.exists() else [])
 
     data_meta = json.loads((run_data_dir(out, meta_base) / "meta.json").read_text(encoding="utf-8"))
     val_chars = data_meta.get("val_chars") if tokenizer.level != "char" else None
@@ -511,7 +582,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - session_start
 
-    def save(val: EvalResult | None, epoch_float: float, with_row: bool) -> bool:
+    def save(val: EvalResult | None, epoch_float: float, with_row: bool, rank_states=None) -> bool:
         """Write last/ (and best/ when improved). Returns whether best/ improved."""
         nonlocal best
         pos.elapsed_s = elapsed()
@@ -541,7 +612,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
             pos.best_train_loss = min(pos.best_train_loss, train_loss)
             save_checkpoint(out / "best", model, tokenizer, corpus_config, dict(meta, best=True))
         save_checkpoint(out / "last", model, tokenizer, corpus_config, meta,
-                        trainer_state=_trainer_state(trainer.optimizer, pos, carried))
+                        trainer_state=_trainer_state(trainer.optimizer, pos, carried, rank_states))
         return improved
 
     stopped_by = "epochs"
@@ -562,6 +633,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                            disable=not progress, leave=False, unit="step", dynamic_ncols=True, mininterval=0.5)
                 for i in range(pos.batch_index, len(batches)):
                     x_np, y_np = batches.batch(i)
+                    x_np, y_np = x_np[first_row:first_row + rows], y_np[first_row:first_row + rows]
                     x = torch.from_numpy(x_np).to(device, non_blocking=True)
                     y = torch.from_numpy(y_np).to(device, non_blocking=True)
                     fraction = max(pos.step / total_steps if total_steps else 0.0,
@@ -570,11 +642,11 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                     for group in trainer.optimizer.param_groups:
                         group["lr"] = lr
                     if config.framing == "stream":
-                        _, loss, new_state = model(x, carried, y)
+                        _, loss, new_state = train_model(x, carried, y)
                         # Truncated BPTT: keep the state's values, drop its history.
                         carried = (new_state[0].detach(), new_state[1].detach())
                     else:
-                        _, loss, _ = model(x, None, y, last_only=True)
+                        _, loss, _ = train_model(x, None, y, last_only=True)
                     trainer.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if config.grad_clip is not None:
@@ -587,7 +659,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                     pos.recent_loss = (pos.recent_loss + [loss_value])[-50:]
                     pos.step += 1
                     steps_this_session += 1
-                    pos.trained_chars += len(x_np) * (x_np.shape[1] if config.framing == "stream" else 1)
+                    pos.trained_chars += info.world * len(x_np) * (x_np.shape[1] if config.framing == "stream" else 1)
                     pos.batch_index = i + 1
                     if pos.step % 256 == 0:
                         release_pages(train_ids)  # keep RSS flat on a corpus larger than memory
@@ -603,23 +675,36 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                         f"loss {np.mean(pos.recent_loss):.3f} · {pos.trained_chars / max(now_elapsed, 1e-9):,.0f} {unit}/s",
                         refresh=False)
                     bar.update(1)
+                    # Clock- and signal-driven decisions are agreed on by all
+                    # ranks, so that every rank stops or saves at the same step.
+                    signum, out_of_time, checkpoint_due = D.agree(info, [
+                        float(stop.signum or 0),
+                        float(budget_s is not None and now_elapsed >= budget_s),
+                        float(bool(config.checkpoint_minutes)
+                              and time.perf_counter() - last_save >= (config.checkpoint_minutes or 0) * 60),
+                    ], device)
+                    if signum:
+                        stop.signum = int(signum)
                     reached = None
                     if config.max_steps is not None and pos.step >= config.max_steps:
                         reached = "max_steps"
-                    elif budget_s is not None and now_elapsed >= budget_s:
+                    elif out_of_time:
                         reached = "max_minutes"
                     evaluate_now = at_epoch_end or reached or (config.eval_every and pos.step % config.eval_every == 0)
-                    save_now = evaluate_now or stop.signum is not None or (
-                        config.checkpoint_every and pos.step % config.checkpoint_every == 0) or (
-                        config.checkpoint_minutes and time.perf_counter() - last_save >= config.checkpoint_minutes * 60)
+                    save_now = evaluate_now or stop.signum is not None or checkpoint_due or (
+                        config.checkpoint_every and pos.step % config.checkpoint_every == 0)
                     if save_now:
-                        val = validate() if evaluate_now else None
-                        try:
-                            improved = save(val, epoch_float, with_row=bool(evaluate_now))
-                        except OSError as exc:
-                            raise _disk_error(out, exc) from None
+                        rank_states = D.gather(info, (torch.get_rng_state(), None if carried is None else
+                                                      (carried[0].cpu(), carried[1].cpu())))
+                        if info.is_main:
+                            val = validate() if evaluate_now else None
+                            try:
+                                improved = save(val, epoch_float, with_row=bool(evaluate_now),
+                                                rank_states=rank_states if info.enabled else None)
+                            except OSError as exc:
+                                raise _disk_error(out, exc) from None
                         last_save = time.perf_counter()
-                        if evaluate_now:
+                        if evaluate_now and info.is_main:
                             msg = f"epoch {epoch_float:.2f} step {pos.step}: train {np.mean(pos.recent_loss):.4f} nats"
                             if val is not None:
                                 msg += f" · val {_format_eval(val)}" + (" · best so far" if improved else "")

@@ -1,0 +1,66 @@
+"""Two DDP processes on the CPU (gloo) take the same steps as one process
+with the same global batch."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import corpus_path, run_cli
+
+# Dropout 0: the two ranks draw their own dropout masks, one process draws one.
+COMMON = ["--max-steps", "6", "--dropout", "0", "--batch-size", "8", "--seq-len", "32", "--hidden-size", "32",
+          "--num-layers", "2", "--embedding-dim", "8", "--eval-every", "3", "--quiet"]
+TOLERANCE = 1e-4  # float sums in another order (2 threads in one process, 1 in each rank)
+
+
+def max_difference(a, b):
+    wa = load_file(str(a / "last" / "model.safetensors"))
+    wb = load_file(str(b / "last" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    alice = str(corpus_path("alice-gutenberg-11-utf8.txt"))
+    one = run_cli("train", alice, "--out", str(tmp_path / "one"), *COMMON)
+    assert one.returncode == 0, one.stderr.decode()
+    two = run_cli("train", alice, "--out", str(tmp_path / "two"), "--nproc", "2", *COMMON, timeout=600)
+    assert two.returncode == 0, two.stderr.decode()[-3000:]
+    assert b"2 processes" in two.stderr
+    diff = max_difference(tmp_path / "one", tmp_path / "two")
+    print(f"largest weight difference after 6 steps: {diff:.3g}")
+    assert diff < TOLERANCE
+    rows_one = [json.loads(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    rows_two = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_two] == [3, 6]
+    for a, b in zip(rows_one, rows_two):
+        assert a["val_loss_nats"] == pytest.approx(b["val_loss_nats"], abs=1e-4)
+
+    # Resume works with the same number of processes, and keeps matching.
+    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
+        resumed = run_cli("train", "--resume", str(tmp_path / name), "--max-steps", "9", "--quiet", *extra, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    assert max_difference(tmp_path / "one", tmp_path / "two") < TOLERANCE
+    wrong = run_cli("train", "--resume", str(tmp_path / "two"), "--max-steps", "10", "--quiet")
+    assert wrong.returncode == 1 and b"resume it with the same number" in wrong.stderr
+
+
+def test_batch_must_split_over_the_processes(tmp_path):
+    result = run_cli("train", str(corpus_path("alice-gutenberg-11-utf8.txt")), "--out", str(tmp_path / "r"),
+                     "--nproc", "2", "--batch-size", "7", "--max-steps", "1", "--quiet", timeout=300)
+    assert result.returncode != 0
+    assert b"does not split evenly over 2 processes" in result.stderr
+
+
+def test_torchrun_starts_the_same_training(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lstmgen",
+         "train", str(corpus_path("alice-gutenberg-11-utf8.txt")), "--out", str(tmp_path / "run"), *COMMON],
+        capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert b"2 processes" in result.stderr
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
