@@ -105,3 +105,35 @@ def test_prepare_and_train_from_the_command_line(tmp_path):
     assert trained.returncode == 0, trained.stderr.decode()
     evaluated = run_cli("evaluate", str(tmp_path / "run"), "--json")
     assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["tokens"] > 20_000
+
+
+@pytest.mark.parametrize("level", ["word", "bpe"])
+def test_word_and_bpe_data_match_whole_text_tokenizing(level, tmp_path):
+    from lstmgen.tokenizer import TokenizerConfig, tokenizer_from_dict
+
+    path = corpus_path("tinyshakespeare.txt")
+    config = TokenizerConfig(level, 3000 if level == "word" else 400)
+    prepare([str(path)], tmp_path / "d", progress=False, log=quiet, chunk_bytes=50_000,
+            whole_file_limit=0, tokenizer_config=config)
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    ids = np.concatenate([np.fromfile(tmp_path / "d" / n, dtype=meta["dtype"]) for n in ("train.bin", "val.bin")])
+    text = read_corpus(path).text
+    # The same ids as tokenizing the training and held-out characters apart
+    # (the vocabulary comes from the training part only) with the stored tokenizer.
+    cut = len(text) - round(len(text) * 0.1)
+    np.testing.assert_array_equal(ids, np.concatenate([tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])]))
+    assert meta["train_tokens"] == len(tokenizer.encode(text[:cut]))
+    if level == "word":
+        assert tokenizer.vocab_size == 3000
+    else:
+        assert tokenizer.decode(ids) == text
+    assert meta["level"] == level and meta["val_chars"] == len(text) - cut
+    run = lstmgen.train(tmp_path / "d", tmp_path / "run", max_steps=2, progress=False, log=quiet,
+                        hidden_size=16, num_layers=1, batch_size=4, seq_len=16)
+    model = lstmgen.load(tmp_path / "run")
+    assert model.tokenizer.level == level
+    assert model.evaluate_validation().chars > model.evaluate_validation().tokens
+    with pytest.raises(LstmgenError, match="drop --level"):
+        lstmgen.train(tmp_path / "d", tmp_path / "run2", max_steps=1, progress=False, log=quiet,
+                      level="bpe" if level == "word" else "word")

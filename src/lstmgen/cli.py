@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--separator", default="", metavar="TEXT",
                    help="text put between documents, e.g. $'\\n\\n' (default: none)")
     p.add_argument("--val-fraction", type=_number, default=0.1)
+    p.add_argument("--level", choices=["char", "word", "bpe"], default="char", help="tokens to write (default char)")
+    p.add_argument("--vocab-size", type=_positive_int, help="word: most frequent tokens kept; bpe: merges learned")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_corpus_options(p)
 
@@ -192,9 +194,11 @@ _TRAIN_OPTIONS = (
 
 def cmd_prepare(args) -> int:
     from .prepare import prepare
+    from .tokenizer import TokenizerConfig
 
+    tokenizer_config = TokenizerConfig(level=args.level, vocab_size=args.vocab_size)
     result = prepare(args.inputs, args.out, _corpus_config(args), val_fraction=args.val_fraction, pattern=args.glob,
-                     separator=args.separator, progress=not args.quiet, log=_note)
+                     separator=args.separator, progress=not args.quiet, log=_note, tokenizer_config=tokenizer_config)
     for note in result.notes[:50]:
         _note(f"lstmgen: {note}")
     print(f"{result.files:,} file(s), {result.chars:,} characters, vocabulary {result.vocab_size:,}; "

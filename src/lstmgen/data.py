@@ -83,10 +83,13 @@ def split_ids(num_tokens: int, val_fraction: float) -> int:
     return num_tokens - int(round(num_tokens * val_fraction))
 
 
-def save_split(directory: Path, ids: np.ndarray, val_fraction: float, meta: dict) -> TokenSplit:
-    """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``directory``."""
+def save_split(directory: Path, ids: np.ndarray, val_fraction: float, meta: dict,
+               cut: int | None = None) -> TokenSplit:
+    """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``directory``;
+    validation starts at token ``cut`` (default: the last ``val_fraction``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    cut = split_ids(len(ids), val_fraction)
+    if cut is None:
+        cut = split_ids(len(ids), val_fraction)
     write_tokens(directory / "train.bin", ids[:cut])
     write_tokens(directory / "val.bin", ids[cut:])
     meta = dict(meta, dtype=ids.dtype.name, train_tokens=int(cut), val_tokens=int(len(ids) - cut),
@@ -163,7 +166,8 @@ class WindowBatches:
     Yields (inputs (B, window), targets (B,)).
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, window: int, rng: np.random.Generator):
+    def __init__(self, ids: np.ndarray, batch_size: int, window: int, rng: np.random.Generator,
+                 drop_last: bool = False):
         self.ids = ids
         self.batch_size = batch_size
         self.window = window
@@ -174,7 +178,11 @@ class WindowBatches:
                 "lower --seq-len or give more text"
             )
         self.order = rng.permutation(self.num_windows)
-        self.steps = -(-self.num_windows // batch_size)
+        # Several processes split every batch evenly, so they drop a short last one.
+        self.steps = self.num_windows // batch_size if drop_last else -(-self.num_windows // batch_size)
+        if self.steps < 1:
+            raise LstmgenError(f"the training text has {self.num_windows:,} windows, fewer than --batch-size "
+                               f"{batch_size}; lower --batch-size or give more text")
 
     def __len__(self) -> int:
         return self.steps

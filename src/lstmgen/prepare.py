@@ -27,7 +27,7 @@ from .corpus import CorpusConfig, describe_folding, fold_ascii, read_corpus, str
 from .data import read_chunks, split_ids
 from .errors import LstmgenError
 from .gutenberg import GutenbergFilter
-from .tokenizer import CharTokenizer, id_dtype
+from .tokenizer import BPETokenizer, CharTokenizer, TokenizerConfig, WordTokenizer, id_dtype
 
 CHUNK_BYTES = 4 << 20
 """Bytes read at a time."""
@@ -46,13 +46,12 @@ class PrepareResult:
     train_tokens: int
     val_tokens: int
     seconds: float
+    input_bytes: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
     def mb_per_second(self) -> float:
         return self.input_bytes / 1e6 / max(self.seconds, 1e-9)
-
-    input_bytes: int = 0
 
 
 def find_inputs(inputs: list[str], pattern: str = "*.txt") -> list[Path]:
@@ -232,6 +231,7 @@ def prepare(
     log: Callable[[str], None] = print,
     chunk_bytes: int = CHUNK_BYTES,
     whole_file_limit: int = WHOLE_FILE_LIMIT,
+    tokenizer_config: TokenizerConfig | None = None,
 ) -> PrepareResult:
     """Turn text files into ``out_dir/{train.bin,val.bin,meta.json}`` for ``lstmgen train DATA_DIR``."""
     import time
@@ -301,7 +301,12 @@ def prepare(
         tmp.unlink(missing_ok=True)
         raise LstmgenError("no usable text in the inputs (every file was empty, binary or unreadable); "
                            "give text files")
-    vocab_size = _finish(out, writer, val_fraction, config, files, kept, total_bytes)
+    tokenizer_config = tokenizer_config or TokenizerConfig()
+    if tokenizer_config.level == "char":
+        vocab_size = _finish(out, writer, val_fraction, config, files, kept, total_bytes)
+    else:
+        vocab_size = _finish_tokens(out, writer, val_fraction, config, files, kept, total_bytes, tokenizer_config,
+                                    log)
     meta = json.loads((out / "meta.json").read_text())
     result = PrepareResult(
         data_dir=out, files=kept, skipped=skipped, chars=writer.count, vocab_size=vocab_size,
@@ -335,13 +340,104 @@ def _finish(out: Path, writer: IdWriter, val_fraction: float, config: CorpusConf
         os.replace(tmp, out / name)
     writer.path.unlink()
     meta = {
-        "format": META_FORMAT, "format_version": 1, "dtype": dtype.name,
+        "format": META_FORMAT, "format_version": 1, "dtype": dtype.name, "level": "char",
         "train_tokens": int(cut), "val_tokens": int(writer.count - cut), "val_fraction": val_fraction,
         "chars": int(writer.count), "files": kept, "input_bytes": total_bytes,
         "sources": [str(f) for f in files[:1000]], "corpus": config.to_dict(), "tokenizer": tokenizer.to_dict(),
     }
     tmp = out / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+    os.replace(tmp, out / "meta.json")
+    return tokenizer.vocab_size
+
+
+def _safe_cut(text: str) -> int:
+    """Where a chunk can end without changing how words or BPE pieces are
+    cut: after a newline that is followed by a non-space character."""
+    i = len(text)
+    while True:
+        i = text.rfind("\n", 0, i)
+        if i < 0 or i + 1 >= len(text):
+            if i < 0:
+                return len(text)
+            continue
+        if not text[i + 1].isspace():
+            return i + 1
+
+
+def _text_chunks(writer: IdWriter, start: int = 0, stop: int | None = None, chunk: int = 1 << 22):
+    """The cleaned text [start, stop) back from the character ids, chunk by chunk."""
+    codepoints = np.array(writer.codepoints, dtype=np.uint32)
+    carry = ""
+    stop = writer.count if stop is None else stop
+    for block in read_chunks(writer.path, writer.dtype, start, stop, chunk):
+        text = carry + codepoints[block].tobytes().decode("utf-32-le")
+        cut = _safe_cut(text)
+        if cut == 0:
+            carry = text
+            continue
+        yield text[:cut]
+        carry = text[cut:]
+    if carry:
+        yield carry
+
+
+def _finish_tokens(out: Path, writer: IdWriter, val_fraction: float, config: CorpusConfig, files, kept: int,
+                   total_bytes: int, tokenizer_config: TokenizerConfig, log) -> int:
+    """Word or BPE ids from the cleaned text: one pass learns the vocabulary,
+    one pass encodes, both streaming the text back from the character ids."""
+    # Split the characters first: the vocabulary is learned from the
+    # training part only, and every level holds out the same text.
+    cut_chars = split_ids(writer.count, val_fraction)
+    if tokenizer_config.level == "word":
+        counts: Counter = Counter()
+        for text in _text_chunks(writer, 0, cut_chars):
+            counts.update(WordTokenizer.PATTERN.findall(text))
+        tokenizer = WordTokenizer.from_counts(counts, tokenizer_config.vocab_size or 10_000)
+        del counts
+    else:
+        tokenizer = BPETokenizer.from_batches(
+            (text.splitlines(keepends=True) for text in _text_chunks(writer, 0, cut_chars)),
+            tokenizer_config.vocab_size or 2_000)
+    dtype = tokenizer.dtype
+    ids_path = out / "tokens.tmp"
+    unknown = 0
+    cut = total = 0
+    with open(ids_path, "wb") as f:
+        for start, stop in ((0, cut_chars), (cut_chars, writer.count)):
+            for text in _text_chunks(writer, start, stop):
+                ids = tokenizer.encode(text)
+                if tokenizer.level == "word":
+                    unknown += int((ids == 0).sum())
+                ids.astype(dtype).tofile(f)
+                total += len(ids)
+            if start == 0:
+                cut = total
+    writer.path.unlink()
+    if total < 2:
+        ids_path.unlink()
+        raise LstmgenError("no usable text in the inputs after tokenizing; give text files")
+    if tokenizer.level == "word":
+        log(f"lstmgen: {unknown:,} of {total:,} tokens ({unknown / total:.2%}) are <unk> "
+            "(raise --vocab-size to keep more words)")
+    val_chars = writer.count - cut_chars
+    for name, (a, b) in (("train.bin", (0, cut)), ("val.bin", (cut, total))):
+        tmp = out / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            for block in read_chunks(ids_path, dtype, a, b):
+                block.tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out / name)
+    ids_path.unlink()
+    meta = {
+        "format": META_FORMAT, "format_version": 1, "dtype": dtype.name, "level": tokenizer.level,
+        "train_tokens": int(cut), "val_tokens": int(total - cut), "val_fraction": val_fraction,
+        "chars": int(writer.count), "val_chars": int(val_chars), "files": kept, "input_bytes": total_bytes,
+        "sources": [str(f) for f in files[:1000]], "corpus": config.to_dict(), "tokenizer": tokenizer.to_dict(),
+    }
+    tmp = out / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, ensure_ascii=False))
     os.replace(tmp, out / "meta.json")
     return tokenizer.vocab_size
 

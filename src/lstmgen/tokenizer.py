@@ -216,7 +216,10 @@ class WordTokenizer:
 
     @classmethod
     def from_text(cls, text: str, vocab_size: int) -> "WordTokenizer":
-        counts = Counter(cls.PATTERN.findall(text))
+        return cls.from_counts(Counter(cls.PATTERN.findall(text)), vocab_size)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, vocab_size: int) -> "WordTokenizer":
         counts.pop(cls.UNK, None)
         return cls([cls.UNK] + [t for t, _ in counts.most_common(vocab_size - 1)])
 
@@ -314,6 +317,12 @@ class BPETokenizer:
 
     @classmethod
     def from_text(cls, text: str, vocab_size: int) -> "BPETokenizer":
+        lines = text.splitlines(keepends=True)
+        return cls.from_batches((lines[i:i + 1000] for i in range(0, len(lines), 1000)), vocab_size)
+
+    @classmethod
+    def from_batches(cls, batches, vocab_size: int) -> "BPETokenizer":
+        """Learn the merges from an iterator of lists of strings (streamed, never whole)."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -321,9 +330,7 @@ class BPETokenizer:
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                       special_tokens=[], show_progress=False)
-        lines = text.splitlines(keepends=True)
-        tok.train_from_iterator((lines[i:i + 1000] for i in range(0, len(lines), 1000)), trainer=trainer,
-                                length=len(lines))
+        tok.train_from_iterator(batches, trainer=trainer)
         return cls(tok)
 
     @property

@@ -184,12 +184,12 @@ def _format_eval(result: EvalResult) -> str:
     return f"{result.loss_nats:.4f} nats ({result.bits_per_char:.3f} bits/char, perplexity {result.perplexity:.2f})"
 
 
-def epoch_batches(config: TrainConfig, train_ids: np.ndarray, batch_size: int, epoch: int):
+def epoch_batches(config: TrainConfig, train_ids: np.ndarray, batch_size: int, epoch: int, drop_last: bool = False):
     """The batches of one epoch. Their randomness comes from (seed, epoch)
     alone, so a resumed run rebuilds exactly the epoch it stopped in."""
     rng = np.random.default_rng([config.seed, epoch])
     if config.framing == "windows":
-        return WindowBatches(train_ids, batch_size, config.seq_len, rng)
+        return WindowBatches(train_ids, batch_size, config.seq_len, rng, drop_last=drop_last)
     offset = int(rng.integers(0, config.seq_len)) if epoch > 0 else 0
     try:
         return StreamBatches(train_ids, batch_size, config.seq_len, offset)
@@ -306,8 +306,19 @@ def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConf
     for note in corpus.notes:
         log(f"lstmgen: {note}")
     text = corpus.text
-    tokenizer = tokenizer_config.build(text)
-    ids = tokenizer.encode(text)
+    if tokenizer_config.level == "char":
+        tokenizer = tokenizer_config.build(text)
+        ids = tokenizer.encode(text)
+        cut_chars = split_ids(len(ids), config.val_fraction)
+        cut = cut_chars
+    else:
+        # Split the text first, so that word and BPE vocabularies are learned
+        # from the training part only and every level holds out the same text.
+        cut_chars = split_ids(len(text), config.val_fraction)
+        tokenizer = tokenizer_config.build(text[:cut_chars])
+        train_ids, val_ids = tokenizer.encode(text[:cut_chars]), tokenizer.encode(text[cut_chars:])
+        ids = np.concatenate([train_ids, val_ids]).astype(tokenizer.dtype)
+        cut = len(train_ids)
     if tokenizer.level == "word":
         unknown = int((ids == 0).sum())
         log(f"lstmgen: word vocabulary of {tokenizer.vocab_size:,} tokens; {unknown:,} of {len(ids):,} tokens "
@@ -321,7 +332,7 @@ def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConf
             f"the corpus has {len(ids):,} {unit} after cleaning, fewer than --seq-len {config.seq_len} + 1; "
             "lower --seq-len or give more text"
         )
-    return text, tokenizer, ids
+    return text, tokenizer, ids, cut, cut_chars
 
 
 def _check_split_sizes(train_ids, val_ids, config: TrainConfig) -> None:
@@ -398,9 +409,13 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
         if config.val_fraction != TrainConfig.val_fraction and config.val_fraction != data_meta["val_fraction"]:
             raise LstmgenError(f"{corpus_path} was split by lstmgen prepare --val-fraction "
                                f"{data_meta['val_fraction']}; drop --val-fraction or prepare again")
-        if tokenizer_config is not None and tokenizer_config != TokenizerConfig():
-            raise LstmgenError(f"{corpus_path} holds character ids from lstmgen prepare; word and BPE levels "
-                               "need a text file (give the corpus file instead of prepared data)")
+        data_level = data_meta.get("level", "char")
+        # "char" is also what an unset --level resolves to, so only a
+        # different explicit level or a --vocab-size is refused.
+        if tokenizer_config is not None and (tokenizer_config.vocab_size is not None
+                                             or tokenizer_config.level not in ("char", data_level)):
+            raise LstmgenError(f"{corpus_path} was tokenized by lstmgen prepare (level "
+                               f"{data_meta.get('level', 'char')}); drop --level and --vocab-size, or prepare again")
         corpus_config = CorpusConfig.from_dict(data_meta["corpus"])
         tokenizer = tokenizer_from_dict(data_meta["tokenizer"])
         split = load_split(data_dir)
@@ -420,19 +435,17 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
         excerpts, corpus_chars, source = [], int(own_meta.get("corpus_chars", 0)), str(corpus_path)
     else:
         data_dir = out / "data"
-        text, tokenizer, ids = _load_corpus_ids(corpus_path, corpus_config, config, log,
-                                                tokenizer_config or TokenizerConfig())
-        cut = split_ids(len(ids), config.val_fraction)
+        text, tokenizer, ids, cut, cut_chars = _load_corpus_ids(corpus_path, corpus_config, config, log,
+                                                                tokenizer_config or TokenizerConfig())
         try:
             split = save_split(data_dir, ids, config.val_fraction,
                                {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size,
-                                "level": tokenizer.level, "val_chars": tokenizer.chars_after(text, cut),
-                                "corpus_chars": len(text), "tokenizer": tokenizer.to_dict()})
+                                "level": tokenizer.level, "val_chars": len(text) - cut_chars,
+                                "corpus_chars": len(text), "tokenizer": tokenizer.to_dict()}, cut=cut)
         except OSError as exc:
             raise LstmgenError(f"could not write the token files in {out} ({exc.strerror}); free some disk space "
                                "or choose another --out") from None
-        train_chars = len(text) - tokenizer.chars_after(text, cut)
-        excerpts = sample_excerpts(text[:train_chars], random.Random(config.seed))
+        excerpts = sample_excerpts(text[:cut_chars], random.Random(config.seed))
         corpus_chars = len(text)
         source = str(corpus_path)
         del text, ids
@@ -541,7 +554,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     train_ids, val_ids = split.train, split.val
-    steps_per_epoch = len(epoch_batches(config, train_ids, batch_size, 0))
+    steps_per_epoch = len(epoch_batches(config, train_ids, batch_size, 0, drop_last=info.enabled))
     planned = [x for x in (config.max_steps, config.epochs and config.epochs * steps_per_epoch) if x]
     total_steps = min(planned) if planned else None
     budget_s = config.max_minutes * 60 if config.max_minutes else None
@@ -627,7 +640,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                 if config.max_steps is not None and pos.step >= config.max_steps:
                     stopped_by = "max_steps"
                     break
-                batches = epoch_batches(config, train_ids, batch_size, pos.epoch)
+                batches = epoch_batches(config, train_ids, batch_size, pos.epoch, drop_last=info.enabled)
                 bar = tqdm(total=len(batches), initial=pos.batch_index,
                            desc=f"epoch {pos.epoch + 1}" + (f"/{config.epochs}" if config.epochs else ""),
                            disable=not progress, leave=False, unit="step", dynamic_ncols=True, mininterval=0.5)
