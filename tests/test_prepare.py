@@ -129,8 +129,8 @@ def test_word_and_bpe_data_match_whole_text_tokenizing(level, tmp_path):
     else:
         assert tokenizer.decode(ids) == text
     assert meta["level"] == level and meta["val_chars"] == len(text) - cut
-    run = lstmgen.train(tmp_path / "d", tmp_path / "run", max_steps=2, progress=False, log=quiet,
-                        hidden_size=16, num_layers=1, batch_size=4, seq_len=16)
+    lstmgen.train(tmp_path / "d", tmp_path / "run", max_steps=2, progress=False, log=quiet,
+                  hidden_size=16, num_layers=1, batch_size=4, seq_len=16)
     model = lstmgen.load(tmp_path / "run")
     assert model.tokenizer.level == level
     assert model.evaluate_validation().chars > model.evaluate_validation().tokens

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .corpus import normalize_text, read_corpus

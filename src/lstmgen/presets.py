@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import LstmgenError
+
+if TYPE_CHECKING:
+    from .corpus import CorpusConfig
+    from .tokenizer import TokenizerConfig
+    from .training import TrainConfig
 
 # Each preset has three parts, one per config object: model, corpus, train.
 PRESETS: dict[str, dict[str, dict]] = {

@@ -17,13 +17,13 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as D
-from .checkpoint import load_checkpoint, load_trainer_state, resolve_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from .corpus import CorpusConfig, read_corpus
 from .data import StreamBatches, WindowBatches, load_split, release_pages, save_split, split_ids
 from .errors import LstmgenError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
 from .model import LSTMLanguageModel, ModelConfig
-from .tokenizer import CharTokenizer, TokenizerConfig, tokenizer_from_dict
+from .tokenizer import TokenizerConfig, tokenizer_from_dict
 
 FRAMINGS = ("stream", "windows")
 SCHEDULES = ("constant", "cosine")
