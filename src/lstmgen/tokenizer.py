@@ -25,6 +25,14 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
+class _IdsFitVocabulary:
+    """Ids are stored in the smallest unsigned type that holds the vocabulary."""
+
+    @property
+    def dtype(self) -> np.dtype:
+        return id_dtype(self.vocab_size)
+
+
 @dataclass
 class UnknownReport:
     """Characters of a text that the vocabulary lacks, and what was done with them."""
@@ -49,7 +57,7 @@ class UnknownReport:
         )
 
 
-class CharTokenizer:
+class CharTokenizer(_IdsFitVocabulary):
     """Maps characters to ids 0..V-1 in code-point order."""
 
     level = "char"
@@ -70,10 +78,6 @@ class CharTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return id_dtype(self.vocab_size)
 
     def encode(self, text: str) -> np.ndarray:
         """Ids for ``text``; every character must be in the vocabulary.
@@ -97,9 +101,6 @@ class CharTokenizer:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
-
-    def decode_one(self, i: int) -> str:
-        return self.chars[i]
 
     def stream_decoder(self) -> "_PlainStreamDecoder":
         return _PlainStreamDecoder(self.chars)
@@ -200,7 +201,7 @@ class _PlainStreamDecoder:
         return ""
 
 
-class WordTokenizer:
+class WordTokenizer(_IdsFitVocabulary):
     """Words, single punctuation marks and runs of whitespace, so that the
     tokens of a text concatenate back to it exactly. Rare tokens map to <unk>."""
 
@@ -227,10 +228,6 @@ class WordTokenizer:
     def vocab_size(self) -> int:
         return len(self.tokens)
 
-    @property
-    def dtype(self) -> np.dtype:
-        return id_dtype(self.vocab_size)
-
     def encode(self, text: str) -> np.ndarray:
         get = self.index.get
         return np.fromiter((get(t, 0) for t in self.PATTERN.findall(text)), dtype=np.int64).astype(self.dtype)
@@ -242,9 +239,6 @@ class WordTokenizer:
 
     def decode(self, ids) -> str:
         return "".join(self.tokens[int(i)] for i in ids)
-
-    def decode_one(self, i: int) -> str:
-        return self.tokens[i]
 
     def stream_decoder(self) -> _PlainStreamDecoder:
         return _PlainStreamDecoder(self.tokens)
@@ -306,7 +300,7 @@ class _BPEStreamDecoder:
         return text
 
 
-class BPETokenizer:
+class BPETokenizer(_IdsFitVocabulary):
     """Byte-level BPE trained with Hugging Face ``tokenizers``: any text
     encodes, so there are no unknown tokens."""
 
@@ -336,10 +330,6 @@ class BPETokenizer:
     @property
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size()
-
-    @property
-    def dtype(self) -> np.dtype:
-        return id_dtype(self.vocab_size)
 
     def encode(self, text: str) -> np.ndarray:
         if not text:
