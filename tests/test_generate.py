@@ -2,8 +2,11 @@ import pytest
 import torch
 
 from lstmgen.errors import LstmgenError
-from lstmgen.generate import SampleConfig, apply_top_k, apply_top_p, next_tokens, stream_tokens
-from lstmgen.model import LSTMLanguageModel, ModelConfig
+from lstmgen.generate import (SampleConfig, StepWeights, apply_top_k, apply_top_p, int8_available, next_tokens,
+                              pick_precision, step_weights, stream_tokens)
+from lstmgen.model import LSTMLanguageModel, ModelConfig, bf16_fast
+
+PRECISIONS = ["fp32", "bf16"] + (["int8"] if int8_available(torch.device("cpu")) else [])
 
 
 def tiny(seed=0):
@@ -18,7 +21,7 @@ def run(model, prompt, config, seed=0):
 def test_stateful_greedy_equals_refeeding_the_whole_text():
     model = tiny()
     prompt = [1, 2, 3, 4, 5]
-    fast = run(model, prompt, SampleConfig(max_new_tokens=30, temperature=0))[0].tolist()
+    fast = run(model, prompt, SampleConfig(max_new_tokens=30, temperature=0, precision="fp32"))[0].tolist()
     seq = list(prompt)
     with torch.no_grad():
         for _ in range(30):
@@ -71,7 +74,70 @@ def test_sampling_only_draws_allowed_tokens():
     assert set(drawn.tolist()) == {2, 4}
 
 
+def step_through(model, ids, precision):
+    """Logits for every position of ``ids`` (T,), one StepWeights step at a time."""
+    stepper = StepWeights(model, precision)
+    n, h = model.config.num_layers, model.config.hidden_size
+    hs, cs = [torch.zeros(1, h)] * n, [torch.zeros(1, h)] * n
+    out = []
+    for t in ids.tolist():
+        logits, hs, cs = stepper.step(torch.tensor([t]), hs, cs)
+        out.append(logits[0])
+    return torch.stack(out)  # (T, V)
+
+
+# Hidden sizes 24 and 40 are not multiples of 16: int8 weights get padded.
+@pytest.mark.parametrize("input_mode, layers, hidden", [("embedding", 2, 32), ("onehot", 1, 24), ("scaled", 3, 40)])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("table", [True, False])
+def test_flattened_steps_match_the_full_model(input_mode, layers, hidden, precision, table, monkeypatch):
+    if not table:
+        monkeypatch.setattr(StepWeights, "_TABLE_LIMIT", 0)  # the per-step input projection
+    torch.manual_seed(3)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=17, hidden_size=hidden, num_layers=layers, dropout=0.3,
+                                          input_mode=input_mode)).eval()
+    ids = torch.randint(0, 17, (40,))
+    with torch.no_grad():
+        full, _, _ = model(ids.unsqueeze(0))  # (1, T, V)
+    stepped = step_through(model, ids, precision)
+    tolerance = {"fp32": 1e-5, "bf16": 0.05, "int8": 0.05}[precision]
+    assert (stepped - full[0]).abs().max().item() < tolerance
+    # The reduced precisions must still be close to fp32, not merely bounded.
+    assert torch.equal(stepped.argmax(-1), full[0].argmax(-1)) or precision != "fp32"
+
+
+def test_auto_precision_follows_the_measured_rule():
+    cpu = torch.device("cpu")
+    small = pick_precision("auto", 1, cpu)
+    assert small == ("int8" if int8_available(cpu) else "fp32")
+    assert pick_precision("auto", 256, cpu) == ("bf16" if bf16_fast(cpu) else "fp32")
+    assert pick_precision("fp32", 1, cpu) == "fp32"
+    with pytest.raises(LstmgenError, match="--precision int8 needs a CPU"):
+        pick_precision("int8", 1, torch.device("meta"))
+
+
+def test_step_weights_are_rebuilt_when_the_model_changes():
+    model = tiny()
+    first = step_weights(model, "fp32")
+    assert step_weights(model, "fp32") is first
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    second = step_weights(model, "fp32")
+    assert second is not first
+    assert torch.allclose(second.biases[-1], model.head.bias)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_samples_reproducibly(precision):
+    model = tiny()
+    config = SampleConfig(max_new_tokens=60, temperature=1.0, num_samples=3, precision=precision)
+    a = run(model, [2, 4], config, seed=7)
+    assert torch.equal(a, run(model, [2, 4], config, seed=7))
+    assert a.min() >= 0 and a.max() < 12
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"precision": "fp8"}, "--precision"),
     ({"temperature": -0.1}, "--temperature"),
     ({"top_p": 0.0}, "--top-p"),
     ({"top_p": 1.5}, "--top-p"),
@@ -82,3 +148,16 @@ def test_sampling_only_draws_allowed_tokens():
 def test_impossible_settings_are_refused(kwargs, message):
     with pytest.raises(LstmgenError, match=message):
         SampleConfig(**kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on one: BENCHMARKS.md, GPU)")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_steps_give_the_full_models_greedy_text(precision):
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=30, hidden_size=64, num_layers=2)).cuda().eval()
+    prompt = [1, 2, 3, 4]
+    tokens = run(model, prompt, SampleConfig(max_new_tokens=100, temperature=0, precision=precision))[0].tolist()
+    with torch.no_grad():
+        logits, _, _ = model(torch.tensor([prompt + tokens], device="cuda")[:, :-1])
+    expected = logits[0, len(prompt) - 1:].argmax(-1).tolist()
+    assert sum(a == b for a, b in zip(tokens, expected)) >= 98  # bf16 may flip a near-tie

@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=_number)
     p.add_argument("--num-samples", type=_positive_int, default=1)
     p.add_argument("--seed", type=_positive_int)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="weights for each generation step; auto picks the fastest measured (default auto)")
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
 
     p = sub.add_parser("evaluate", help="held-out loss of a model")
@@ -300,7 +302,8 @@ def cmd_generate(args) -> int:
     from .generate import SampleConfig, fresh_seed
 
     config = SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, num_samples=args.num_samples, seed=args.seed)
+                          top_p=args.top_p, num_samples=args.num_samples, seed=args.seed,
+                          precision=args.precision)
     model = load(args.run_dir)
     if config.seed is None:
         seed = fresh_seed()

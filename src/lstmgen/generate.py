@@ -7,19 +7,25 @@ Logits go through small pure functions in one fixed order:
 (temperature 0 skips all of them and takes the argmax, the tutorial's way).
 The cost of each new token is one LSTM step whatever the prompt length,
 instead of the tutorial's re-run of a 100-character window per character.
+Steps run on flattened copies of the weights (StepWeights), in the precision
+that measured fastest for the batch, and as one CUDA graph on a GPU.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from .errors import LstmgenError
-from .model import LSTMLanguageModel
+from .model import LSTMLanguageModel, bf16_fast
+
+
+STEP_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,12 @@ class SampleConfig:
     num_samples: int = 1
     """Independent samples, generated together as one batch."""
     seed: int | None = None
-    """Same seed, same text. None draws a fresh seed."""
+    """Same seed, same text (at the same precision). None draws a fresh seed."""
+    precision: str = "auto"
+    """Weights for the one-token steps: 'fp32'; 'bf16'; 'int8' (8-bit weights
+    with one scale per row, bf16 activations; CPU only); or 'auto', the
+    fastest measured for the batch (BENCHMARKS.md). The prompt is always read
+    in fp32. bf16 and int8 change the held-out loss by about 1e-4 nats."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -52,6 +63,8 @@ class SampleConfig:
             raise LstmgenError(f"--num-samples must be 1 or more, got {self.num_samples}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise LstmgenError(f"--seed must be in [0, 2**63), got {self.seed}")
+        if self.precision not in STEP_PRECISIONS:
+            raise LstmgenError(f"--precision must be one of {', '.join(STEP_PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,23 +110,177 @@ def next_tokens(logits: torch.Tensor, config: SampleConfig, generator: torch.Gen
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-# oneDNN's LSTM kernel is the faster one for training and long prompts, but
-# for one time step of a small batch it costs 2.0 ms against 0.46 ms for
-# PyTorch's own kernel (bundled model, 1 stream, 2 cores; 256 streams: equal).
-_ONEDNN_MAX_STEP_BATCH = 128
+def int8_available(device: torch.device) -> bool:
+    """Weight-only int8 matmul: a CPU kernel of PyTorch 2.3 and later."""
+    return device.type == "cpu" and hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
-@contextmanager
-def _onednn(enabled: bool):
-    # Set around each step, not around the whole generator, so that code
-    # running while the generator is suspended keeps its own setting. (The
-    # public torch.backends.mkldnn.flags() also resets TF32 and warns.)
-    before = torch._C._get_mkldnn_enabled()
-    torch._C._set_mkldnn_enabled(enabled)
-    try:
-        yield
-    finally:
-        torch._C._set_mkldnn_enabled(before)
+# Batches up to this size are bound by reading the weights (bundled model,
+# 2 cores: 7.2 MB of fp32 weights per step take 141 µs at the measured 51 GB/s);
+# larger ones by arithmetic. BENCHMARKS.md, "Generation".
+_SMALL_BATCH = 16
+
+
+def pick_precision(requested: str, batch: int, device: torch.device) -> str:
+    if requested == "int8" and not int8_available(device):
+        raise LstmgenError(f"--precision int8 needs a CPU and PyTorch 2.3 or later (here: {device}, torch "
+                           f"{torch.__version__}); use --precision bf16 or fp32")
+    if requested != "auto":
+        return requested
+    if device.type != "cpu":
+        return "fp32"  # on an H200, bf16 steps were no faster at 1 to 256 streams
+    if batch <= _SMALL_BATCH:
+        # int8 weights are a quarter of the bytes; bf16 matrix-vector kernels
+        # were slower than fp32 ones on the CPU we measured.
+        return "int8" if int8_available(device) else "fp32"
+    return "bf16" if bf16_fast(device) else "fp32"
+
+
+class StepWeights:
+    """The LSTM's weights laid out for one-token steps.
+
+    nn.LSTM pays a fixed cost per call that dominates a single time step, so
+    generation steps run on these flattened copies instead:
+
+    - layer 0's input projection is folded into a table: every input mode
+      maps a token id to a fixed vector, so ``W_ih·x(token) + biases`` is one
+      row lookup per step (skipped for tables over _TABLE_LIMIT entries);
+    - higher layers multiply ``[input, h]`` by ``[W_ih | W_hh]`` at once;
+    - gate rows are reordered from PyTorch's (i, f, g, o) to (i, f, o, g), so
+      one sigmoid and one tanh cover all four gates.
+    """
+
+    _TABLE_LIMIT = 1 << 24  # floats (64 MB)
+
+    def __init__(self, model: LSTMLanguageModel, precision: str):
+        cfg = model.config
+        lstm = model.lstm
+        h = cfg.hidden_size
+        self.hidden_size, self.num_layers, self.precision = h, cfg.num_layers, precision
+        self.model = model
+        perm = torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
+        with torch.no_grad():
+            w_ih0, b0 = lstm.weight_ih_l0[perm], (lstm.bias_ih_l0 + lstm.bias_hh_l0)[perm]
+            self.table = None
+            if cfg.vocab_size * 4 * h <= self._TABLE_LIMIT:
+                ids = torch.arange(cfg.vocab_size, device=w_ih0.device).unsqueeze(0)  # (1, V)
+                self.table = F.linear(model.embed(ids)[0], w_ih0, b0).contiguous()  # (V, 4H)
+            else:
+                self.w_ih0, self.b0 = w_ih0.contiguous(), b0
+            mats = [lstm.weight_hh_l0[perm]]
+            self.biases: list[torch.Tensor | None] = [None]
+            for layer in range(1, cfg.num_layers):
+                w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+                mats.append(torch.cat([w_ih, w_hh], 1)[perm])  # (4H, 2H)
+                self.biases.append((getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))[perm])
+            mats.append(model.head.weight)
+            self.biases.append(model.head.bias)
+            self.mats = [self._pack(m.detach().contiguous()) for m in mats]
+
+    def _pack(self, w: torch.Tensor):
+        if self.precision == "int8":
+            # PyTorch 2.13's kernel gives wrong sums (or crashes) unless the
+            # inner size is a multiple of 16 (measured: 8, 24, 40, 100 fail;
+            # 16, 32, 48, 384 pass), so pad with zero columns.
+            pad = -w.size(1) % 16
+            w = F.pad(w, (0, pad))
+            scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127  # one scale per output row
+            q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+            return q, scale.to(torch.bfloat16), pad
+        if self.precision == "bf16":
+            return w.to(torch.bfloat16)
+        return w
+
+    def _matmul(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """(N, in) fp32 -> (N, out) fp32."""
+        w = self.mats[i]
+        if self.precision == "int8":
+            q, scale, pad = w
+            x = x.to(torch.bfloat16)
+            if pad:
+                x = F.pad(x, (0, pad))
+            return torch.ops.aten._weight_int8pack_mm(x, q, scale).float()
+        if self.precision == "bf16":
+            return F.linear(x.to(torch.bfloat16), w).float()
+        return F.linear(x, w)
+
+    def _cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden_size
+        s = torch.sigmoid(gates[:, :3 * h])  # input, forget, output gates
+        c = torch.addcmul(s[:, h:2 * h] * c, s[:, :h], torch.tanh(gates[:, 3 * h:]))
+        return s[:, 2 * h:] * torch.tanh(c), c
+
+    def step(self, token: torch.Tensor, h: list[torch.Tensor], c: list[torch.Tensor]):
+        """One step of N streams: token (N,), h and c lists of (N, H) per
+        layer (fp32). Returns logits (N, V) fp32 and the new h, c lists."""
+        if self.table is not None:
+            gates = self.table[token]  # (N, 4H)
+        else:
+            gates = F.linear(self.model.embed(token.unsqueeze(1))[:, 0], self.w_ih0, self.b0)
+        gates = gates + self._matmul(0, h[0])
+        x, c0 = self._cell(gates, c[0])
+        new_h, new_c = [x], [c0]
+        for layer in range(1, self.num_layers):
+            gates = self._matmul(layer, torch.cat([x, h[layer]], 1))  # (N, 4H)
+            gates += self.biases[layer]
+            x, cl = self._cell(gates, c[layer])
+            new_h.append(x)
+            new_c.append(cl)
+        logits = self._matmul(self.num_layers, x)
+        logits += self.biases[-1]
+        return logits, new_h, new_c
+
+
+# Built once per model, precision and weight version: quantizing costs a few
+# milliseconds, which would otherwise delay every first character.
+_step_cache: "weakref.WeakKeyDictionary[LSTMLanguageModel, dict]" = weakref.WeakKeyDictionary()
+
+
+def step_weights(model: LSTMLanguageModel, precision: str) -> StepWeights:
+    version = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    cached = _step_cache.setdefault(model, {})
+    entry = cached.get(precision)
+    if entry is None or entry[0] != version:
+        entry = (version, StepWeights(model, precision))
+        cached[precision] = entry
+    return entry[1]
+
+
+class _GraphedStep:
+    """One StepWeights step of a fixed batch, captured as a CUDA graph.
+
+    Eagerly, a step is about 20 small kernel launches plus Python, which is
+    what bounds one stream on a GPU; a graph replays them in one call. The
+    state lives in the graph's own buffers and is updated in place.
+    """
+
+    def __init__(self, stepper: StepWeights, hs: list[torch.Tensor], cs: list[torch.Tensor]):
+        self.token = torch.zeros(hs[0].size(0), dtype=torch.long, device=hs[0].device)
+        self.h = [h.clone() for h in hs]
+        self.c = [c.clone() for c in cs]
+
+        def body():
+            logits, new_h, new_c = stepper.step(self.token, self.h, self.c)
+            for dst, src in zip(self.h + self.c, new_h + new_c):
+                dst.copy_(src)
+            return logits
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the main stream, as capture requires
+            saved = [t.clone() for t in self.h + self.c]
+            body()
+            for dst, src in zip(self.h + self.c, saved):
+                dst.copy_(src)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = body()
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        self.token.copy_(token, non_blocking=True)
+        self.graph.replay()
+        return self.logits
 
 
 @torch.inference_mode()
@@ -128,16 +295,23 @@ def stream_tokens(
         raise LstmgenError("the prompt is empty after removing unknown characters; give a prompt the model knows")
     model.eval()
     device = model.head.weight.device
+    n = config.num_samples
+    stepper = step_weights(model, pick_precision(config.precision, n, device))
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ids = torch.tensor(prompt_ids, dtype=torch.long, device=device).unsqueeze(0)  # (1, P)
-    # Prime once on the prompt; samples share this state, so copy it N times.
-    logits, _, (h, c) = model(ids, None, last_only=True)  # logits (1, V)
-    n = config.num_samples
-    state = (h.repeat(1, n, 1), c.repeat(1, n, 1))  # (L, N, H) each
-    logits = logits.repeat(n, 1)  # (N, V)
-    use_onednn = n > _ONEDNN_MAX_STEP_BATCH
+    # Read the whole prompt in one call (nn.LSTM's kernel is fastest for
+    # long sequences); samples share its state, so copy it N times.
+    logits, _, (h, c) = model(ids, None, last_only=True)  # logits (1, V); h, c (L, 1, H)
+    hs = [h[layer].repeat(n, 1) for layer in range(h.size(0))]  # L × (N, H)
+    cs = [c[layer].repeat(n, 1) for layer in range(c.size(0))]
+    logits = logits.float().repeat(n, 1)  # (N, V)
+    graphed = None
+    if device.type == "cuda" and config.max_new_tokens > 1:
+        graphed = _GraphedStep(stepper, hs, cs)
     for _ in range(config.max_new_tokens):
         token = next_tokens(logits.cpu(), config, generator)  # (N,)
         yield token
-        with _onednn(use_onednn and torch._C._get_mkldnn_enabled()):
-            logits, _, state = model(token.to(device).unsqueeze(1), state, last_only=True)
+        if graphed is not None:
+            logits = graphed.step(token)
+        else:
+            logits, hs, cs = stepper.step(token.to(device), hs, cs)

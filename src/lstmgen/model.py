@@ -131,5 +131,15 @@ def flops_per_token(config: ModelConfig) -> int:
     return total
 
 
+def bf16_fast(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products natively."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # AVX-512 BF16 or AMX: oneDNN runs bf16 matmuls natively
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def nats_to_bits(loss_nats: float) -> float:
     return loss_nats / math.log(2)
