@@ -69,7 +69,7 @@ def assert_same_run(a, b):
             assert (ta[key] == tb[key]).all(), f"{key} differs"
     ma = [json.loads(l) for l in (a / "metrics.jsonl").read_text().splitlines()]
     mb = [json.loads(l) for l in (b / "metrics.jsonl").read_text().splitlines()]
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "train_chars_per_second")} for r in rows]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("elapsed_s", "train_s", "train_chars_per_second")} for r in rows]
     assert strip(ma) == strip(mb)
 
 

@@ -97,3 +97,42 @@ def test_impossible_training_options(kwargs, message):
     base.update(kwargs)
     with pytest.raises(LstmgenError, match=message):
         TrainConfig(**base)
+
+
+def test_bf16_autocast_trains_close_to_fp32(tmp_path):
+    """The same tiny run in both precisions: finite, and close in held-out loss."""
+    options = dict(TINY, eval_every=None, batch_size=4, seq_len=32)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        result = lstmgen.train(corpus_path("alice-gutenberg-11-utf8.txt"), tmp_path / precision, max_steps=8,
+                               progress=False, log=quiet, precision=precision, **options)
+        losses[precision] = result.best_val_loss
+        assert json.loads((tmp_path / precision / "last" / "config.json").read_text())["train"][
+            "precision"] == precision
+    assert np.isfinite(losses["bf16"])
+    assert abs(losses["fp32"] - losses["bf16"]) < 0.05
+    assert losses["fp32"] != losses["bf16"]  # bf16 really ran: its rounding changes the result
+
+
+def test_auto_precision_is_bf16_only_on_cpus_that_run_it_natively():
+    from lstmgen.model import bf16_fast
+    from lstmgen.training import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if bf16_fast(cpu) else None)
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("auto", torch.device("cuda")) is None  # measured: no faster on an H200
+
+
+def test_stop_at_loss_ends_the_run_at_the_first_validation_reaching_it(tmp_path):
+    alice = corpus_path("alice-gutenberg-11-utf8.txt")
+    options = dict(TINY, eval_every=3, batch_size=4, seq_len=32, max_steps=30)
+    result = lstmgen.train(alice, tmp_path / "hit", progress=False, log=quiet, stop_at_loss=50.0, **options)
+    assert (result.steps, result.stopped_by) == (3, "stop_at_loss")
+    result = lstmgen.train(alice, tmp_path / "miss", progress=False, log=quiet, stop_at_loss=0.01, **options)
+    assert (result.steps, result.stopped_by) == (30, "max_steps")
+    rows = [json.loads(line) for line in (tmp_path / "miss" / "metrics.jsonl").read_text().splitlines()]
+    # train_s counts optimizer steps only, so it grows but stays below the wall clock.
+    assert all(0 < r["train_s"] <= r["elapsed_s"] for r in rows)
+    assert [r["train_s"] for r in rows] == sorted(r["train_s"] for r in rows)

@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=_steps_or_minutes, metavar="N|Nm",
                    help="also write last/ every N steps, or every N minutes with an m suffix (default 10m)")
     g.add_argument("--device", default=None)
+    g.add_argument("--stop-at-loss", type=_number, metavar="NATS",
+                   help="stop once the held-out loss reaches this many nats")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="bf16 autocast for training; auto uses it where the hardware runs bf16 natively")
 
     p = sub.add_parser("generate", help="generate text from a trained model")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
@@ -190,8 +194,8 @@ def cmd_corpus(args) -> int:
 _LIMITS = ("epochs", "max_steps", "max_minutes")
 _TRAIN_OPTIONS = (
     "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "framing", "batch_size", "seq_len", "lr",
-    "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "encoding",
-    "keep_header", "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
+    "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "precision",
+    "stop_at_loss", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
 
 
 def cmd_prepare(args) -> int:

@@ -22,11 +22,12 @@ from .corpus import CorpusConfig, read_corpus
 from .data import StreamBatches, WindowBatches, load_split, release_pages, save_split, split_ids
 from .errors import LstmgenError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
-from .model import LSTMLanguageModel, ModelConfig
+from .model import LSTMLanguageModel, ModelConfig, bf16_fast
 from .tokenizer import TokenizerConfig, tokenizer_from_dict
 
 FRAMINGS = ("stream", "windows")
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class TrainConfig:
     """Stop after this many optimizer steps."""
     max_minutes: float | None = None
     """Stop after this much wall-clock time, evaluation included."""
+    stop_at_loss: float | None = None
+    """Stop as soon as a validation reaches this held-out loss (nats)."""
     lr: float = 3e-3
     """Peak learning rate for Adam."""
     lr_schedule: str = "cosine"
@@ -68,6 +71,10 @@ class TrainConfig:
     """Seeds weights, data order and dropout."""
     device: str = "auto"
     """'auto' (CUDA when present), 'cpu' or 'cuda'."""
+    precision: str = "auto"
+    """'fp32', 'bf16' (autocast: matrix products in bfloat16, weights and
+    optimizer in fp32), or 'auto': bf16 on CPUs that run it natively (AMX or
+    AVX-512 BF16), else fp32. Validation always runs in fp32."""
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -87,12 +94,16 @@ class TrainConfig:
             raise LstmgenError(f"--max-minutes must be more than 0, got {self.max_minutes}")
         if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
             raise LstmgenError(f"--checkpoint-every in minutes must be more than 0, got {self.checkpoint_minutes}")
+        if self.stop_at_loss is not None and not self.stop_at_loss > 0:
+            raise LstmgenError(f"--stop-at-loss must be more than 0 nats, got {self.stop_at_loss}")
         if not self.lr > 0 or math.isinf(self.lr):
             raise LstmgenError(f"--lr must be a positive number, got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise LstmgenError(f"--grad-clip must be more than 0, got {self.grad_clip}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise LstmgenError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.precision not in PRECISIONS:
+            raise LstmgenError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise LstmgenError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.epochs is None and self.max_steps is None and self.max_minutes is None:
@@ -162,12 +173,44 @@ def sample_excerpts(text: str, rng: random.Random, count: int = 32, length: int 
     return out
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
+
+    'auto' picks bf16 only on CPUs that run it natively: there it trained the
+    default preset about 1.5× faster. On an H200, cuDNN's LSTM in fp32 (which may
+    use TF32) was as fast or faster than bf16 autocast at every batch size
+    measured (BENCHMARKS.md), so 'auto' stays fp32 on CUDA.
+    """
+    if precision == "fp32" or (precision == "auto" and (device.type != "cpu" or not bf16_fast(device))):
+        return None
+    return torch.bfloat16
+
+
 class Trainer:
     def __init__(self, model: LSTMLanguageModel, config: TrainConfig, device: torch.device):
         self.model = model
         self.config = config
         self.device = device
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.autocast = autocast_dtype(config.precision, device)
+
+    def step(self, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carried):
+        """One optimizer step on the batch (x, y). ``train_model`` is the model
+        or its DDP wrapper. Returns the loss tensor and the state to carry."""
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                            enabled=self.autocast is not None):
+            if self.config.framing == "stream":
+                _, loss, new_state = train_model(x, carried, y)
+                # Truncated BPTT: keep the state's values (in fp32), drop its history.
+                carried = (new_state[0].detach().float(), new_state[1].detach().float())
+            else:
+                _, loss, _ = train_model(x, None, y, last_only=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return loss, carried
 
     def lr_at(self, step: int, progress: float) -> float:
         c = self.config
@@ -208,6 +251,8 @@ class Position:
     elapsed_s: float = 0.0
     """Training wall-clock time so far, over every session of the run."""
     trained_chars: int = 0
+    train_s: float = 0.0
+    """Seconds spent in optimizer steps only (no validation or checkpoints)."""
     best_val_loss: float | None = None
     best_train_loss: float = math.inf
     recent_loss: list[float] = field(default_factory=list)
@@ -508,7 +553,9 @@ def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limit
         raise LstmgenError(f"{out} has no last/ checkpoint to resume from; start a new run with lstmgen train")
     checkpoint = load_checkpoint(last)
     meta = checkpoint.meta
-    config = TrainConfig.from_dict(dict(meta["train"], **{k: v for k, v in limits.items() if v is not None}))
+    saved = dict(meta["train"])
+    saved.setdefault("precision", "fp32")  # runs from before --precision trained in fp32
+    config = TrainConfig.from_dict(dict(saved, **{k: v for k, v in limits.items() if v is not None}))
     info = D.setup(config.device)
     if not info.is_main:
         log, progress = (lambda *_: None), False
@@ -602,6 +649,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
         train_loss = float(np.mean(pos.recent_loss)) if pos.recent_loss else math.nan
         row = {
             "step": pos.step, "epoch": round(epoch_float, 4), "elapsed_s": round(pos.elapsed_s, 2),
+            "train_s": round(pos.train_s, 3),
             "lr": trainer.optimizer.param_groups[0]["lr"], "train_loss_nats": round(train_loss, 5),
             "train_chars_per_second": round(pos.trained_chars / max(pos.elapsed_s, 1e-9), 1),
         }
@@ -654,18 +702,10 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                     lr = trainer.lr_at(pos.step, fraction)
                     for group in trainer.optimizer.param_groups:
                         group["lr"] = lr
-                    if config.framing == "stream":
-                        _, loss, new_state = train_model(x, carried, y)
-                        # Truncated BPTT: keep the state's values, drop its history.
-                        carried = (new_state[0].detach(), new_state[1].detach())
-                    else:
-                        _, loss, _ = train_model(x, None, y, last_only=True)
-                    trainer.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                    trainer.optimizer.step()
+                    step_start = time.perf_counter()
+                    loss, carried = trainer.step(train_model, x, y, carried)
                     loss_value = loss.item()
+                    pos.train_s += time.perf_counter() - step_start
                     if not math.isfinite(loss_value):
                         raise LstmgenError(
                             f"training diverged (loss {loss_value} at step {pos.step}); lower --lr or set --grad-clip")
@@ -717,6 +757,10 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                             except OSError as exc:
                                 raise _disk_error(out, exc) from None
                         last_save = time.perf_counter()
+                        if evaluate_now and config.stop_at_loss is not None:
+                            hit = info.is_main and val is not None and val.loss_nats <= config.stop_at_loss
+                            if D.agree(info, [float(hit)], device)[0] and not reached:
+                                reached = "stop_at_loss"
                         if evaluate_now and info.is_main:
                             msg = f"epoch {epoch_float:.2f} step {pos.step}: train {np.mean(pos.recent_loss):.4f} nats"
                             if val is not None:
