@@ -1,0 +1,136 @@
+"""Generation speed: one stream and batches, time to first character, and
+the cost per character against prompt length.
+
+    .venv/bin/python benchmarks/generation.py [--run RUN_DIR] [--device auto] [--json out.json]
+
+All through the public API (LanguageModel.stream), so text decoding and the
+Python generator are part of every figure. For each batch size (1, 8, 64,
+256 samples) and step precision (auto, and each fixed one) it reports
+characters per second over all samples, and achieved FLOP/s counted as
+2 × parameters per generated character, against the matmul peak measured in
+the same run.
+
+Prompt length: a 10-character and a 10,000-character prompt from Alice; the
+time to the first character includes reading the prompt, the cost per
+later character should not change. For contrast, the tutorial's method (re-run
+a 100-character window for every character) is timed on the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import lstmgen
+from lstmgen.corpus import read_corpus
+from lstmgen.generate import SampleConfig, int8_available
+
+from common import ALICE, machine, print_table, require, start, sync, write_json
+
+
+def timed_stream(model, prompt: str, config: SampleConfig, device) -> dict:
+    sync(device)
+    start = time.perf_counter()
+    first = None
+    steps = 0
+    for _ in model.stream(prompt, config):
+        if first is None:
+            first = time.perf_counter()
+        steps += 1
+    sync(device)
+    end = time.perf_counter()
+    chars = steps * config.num_samples
+    return {"seconds": end - start, "first_char_ms": 1000 * (first - start),
+            "chars": chars, "chars_per_second": chars / (end - start),
+            # Every character after the first: the steady-state cost.
+            "us_per_step_after_first": 1e6 * (end - first) / max(steps - 1, 1)}
+
+
+def window_refeed(model, prompt_ids: list[int], chars: int, window: int = 100) -> float:
+    """Characters per second by the tutorial's method: run the last
+    ``window`` characters from an empty state for every new character."""
+    ids = list(prompt_ids[-window:])
+    net = model.model
+    device = net.head.weight.device
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(chars):
+            x = torch.tensor([ids[-window:]], device=device)
+            logits, _, _ = net(x, None, last_only=True)
+            ids.append(int(logits.argmax(-1)))
+    return chars / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default=None, help="model to generate with (default: the bundled model)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 256])
+    parser.add_argument("--seconds", type=float, default=2.0, help="about this long per measurement")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    device, peak = start(args.device)
+    model = lstmgen.load(args.run, device=str(device))
+    params = model.model.num_parameters()
+    text = read_corpus(require(ALICE), model.corpus_config).text
+    prompt = text[1000:1010]
+    precisions = ["auto", "fp32", "bf16"] + (["int8"] if int8_available(device) else [])
+
+    rows = []
+    for n in args.batches:
+        for precision in precisions:
+            probe = timed_stream(model, prompt, SampleConfig(max_new_tokens=50, num_samples=n, seed=0,
+                                                             precision=precision), device)
+            steps = max(50, int(args.seconds * 1e6 / probe["us_per_step_after_first"]))
+            r = timed_stream(model, prompt, SampleConfig(max_new_tokens=steps, num_samples=n, seed=0,
+                                                         precision=precision), device)
+            r.update(streams=n, precision=precision, flops_per_second=2 * params * r["chars_per_second"])
+            r["gflops"] = r["flops_per_second"] / 1e9
+            r["of_fp32_peak"] = r["flops_per_second"] / peak["fp32"]
+            r["of_bf16_peak"] = r["flops_per_second"] / peak["bf16"]
+            rows.append(r)
+    print("\nGeneration (model: %s, %s parameters, prompt of 10 characters)" % (args.run or "bundled", f"{params:,}"))
+    print_table(rows, [("streams", "streams", "d"), ("precision", "precision", ""),
+                       ("chars_per_second", "chars/s", ",.0f"), ("us_per_step_after_first", "µs/step", ",.1f"),
+                       ("first_char_ms", "first char ms", ".2f"), ("gflops", "GFLOP/s", ",.1f"),
+                       ("of_fp32_peak", "of fp32 peak", ".1%"), ("of_bf16_peak", "of bf16 peak", ".1%")])
+
+    for r in rows:
+        base = next(b for b in rows if b["streams"] == r["streams"] and b["precision"] == "fp32")
+        r["speedup_over_fp32"] = r["chars_per_second"] / base["chars_per_second"]
+    print("auto / fp32: " + ", ".join(f"{r['streams']} streams {r['speedup_over_fp32']:.2f}×"
+                                     for r in rows if r["precision"] == "auto"))
+
+    long_prompt = text[1000:11000]
+    config = SampleConfig(max_new_tokens=2000, seed=0)
+    runs: dict[int, list[dict]] = {len(prompt): [], len(long_prompt): []}
+    for _ in range(4):  # alternate, so that drift in the machine's speed hits both alike; first round is warm-up
+        for p in (prompt, long_prompt):
+            runs[len(p)].append(timed_stream(model, p, config, device))
+    lengths = []
+    for chars, measured in runs.items():
+        measured = sorted(measured[1:], key=lambda r: r["us_per_step_after_first"])
+        median = dict(measured[len(measured) // 2], prompt_chars=chars)
+        median["first_char_ms"] = sorted(r["first_char_ms"] for r in measured)[len(measured) // 2]
+        lengths.append(median)
+    ratio = lengths[1]["us_per_step_after_first"] / lengths[0]["us_per_step_after_first"]
+    print("\nPrompt length (1 stream, precision auto, 2,000 new characters; medians of 3 runs)")
+    print_table(lengths, [("prompt_chars", "prompt chars", ",d"), ("first_char_ms", "first char ms", ".2f"),
+                          ("us_per_step_after_first", "µs per later char", ",.1f"),
+                          ("chars_per_second", "chars/s overall", ",.0f")])
+    print(f"cost per character, 10,000-character prompt / 10-character prompt: {ratio:.3f}")
+
+    ids = model.tokenizer.encode(long_prompt).tolist()
+    refeed = window_refeed(model, ids, 200)
+    stateful = next(r for r in rows if r["streams"] == 1 and r["precision"] == "auto")["chars_per_second"]
+    print(f"\nThe tutorial's method on this model (re-run a 100-character window per character, argmax): "
+          f"{refeed:,.0f} chars/s; lstmgen's stateful steps: {stateful:,.0f} chars/s ({stateful / refeed:.1f}×)")
+    write_json(args.json, {"machine": machine(device), "peak_flops_per_second": peak, "parameters": params,
+                           "generation": rows, "prompt_length": lengths, "prompt_length_cost_ratio": ratio,
+                           "window_refeed_chars_per_second": refeed})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The benchmark scripts run and write what BENCHMARKS.md reads (tiny settings;
+the speed figures themselves are not checked here)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, corpus_path
+
+
+def bench(script: str, *args: str, tmp_path) -> dict:
+    corpus_path("alice-gutenberg-11-utf8.txt")
+    out = tmp_path / f"{script}.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *args, "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT / "benchmarks")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_training_benchmark_counts_flops_per_framing(tmp_path):
+    data = bench("training", "--steps", "1", "--presets", "default", "tutorial-small", "--precisions", "fp32",
+                 tmp_path=tmp_path)
+    assert data["peak_flops_per_second"]["fp32"] > 0
+    default, tutorial = data["training"]
+    for row in (default, tutorial):
+        assert row["flops_per_second"] == pytest.approx(row["lstm_steps_per_second"] * 6 * row["parameters"])
+        assert row["mfu_fp32"] == pytest.approx(row["flops_per_second"] / data["peak_flops_per_second"]["fp32"])
+    # Stream framing predicts every position; window framing one character per 100 LSTM steps.
+    assert default["chars_per_second"] == pytest.approx(default["lstm_steps_per_second"])
+    assert abs(tutorial["lstm_steps_per_second"] / tutorial["chars_per_second"] - 100) < 1e-6
+
+
+def test_generation_benchmark_reports_batches_and_prompt_lengths(tmp_path):
+    data = bench("generation", "--batches", "1", "2", "--seconds", "0.05", tmp_path=tmp_path)
+    assert {(r["streams"], r["precision"]) for r in data["generation"]} >= {(1, "auto"), (2, "fp32"), (2, "bf16")}
+    assert [r["prompt_chars"] for r in data["prompt_length"]] == [10, 10_000]
+    assert data["prompt_length_cost_ratio"] > 0 and data["window_refeed_chars_per_second"] > 0
