@@ -90,3 +90,41 @@ def test_window_evaluation_matches_a_loop_over_windows():
         losses.append(torch.nn.functional.cross_entropy(logits, torch.tensor([int(ids[t])])).item())
     assert result.tokens == 50
     assert result.loss_nats == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_layer_by_layer_training_path_is_nn_lstm_with_its_own_dropout(monkeypatch):
+    """Training stacked layers with dropout runs one kernel call per layer; with
+    the dropout taken out it must give nn.LSTM's exact outputs, state and gradients."""
+    import lstmgen.model as M
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=20, hidden_size=32, num_layers=3, dropout=0.3)
+    model = LSTMLanguageModel(config).train()
+    x, y = torch.randint(0, 20, (4, 12)), torch.randint(0, 20, (4, 12))
+    state = model.init_state(4)
+    state = (torch.randn_like(state[0]), torch.randn_like(state[1]))
+    monkeypatch.setattr(M, "dropout", lambda t, p, training: t)
+    _, loss, (h, c) = model(x, state, y)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.lstm.dropout = 0.0  # nn.LSTM's own multi-layer call, without its dropout
+    out, (h_ref, c_ref) = model.lstm(model.embed(x), state)
+    ref = torch.nn.functional.cross_entropy(model.head(out).reshape(-1, 20), y.reshape(-1))
+    ref.backward()
+    assert torch.equal(loss, ref) and torch.equal(h, h_ref) and torch.equal(c, c_ref)
+    for got, p in zip(grads, model.parameters()):
+        assert torch.allclose(got, p.grad, atol=1e-7)
+
+
+def test_fast_dropout_keeps_the_expected_fraction_and_scale():
+    from lstmgen.model import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = dropout(x, 0.4, True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.6) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.6))
+    assert torch.equal(dropout(x, 0.4, False), x) and torch.equal(dropout(x, 0.0, True), x)
+    assert dropout(x.bfloat16(), 0.5, True).dtype == torch.bfloat16

@@ -74,7 +74,6 @@ class LSTMLanguageModel(nn.Module):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
 
     def num_parameters(self) -> int:
@@ -110,14 +109,57 @@ class LSTMLanguageModel(nn.Module):
         the loss is the mean cross-entropy in nats.
         """
         x = self.embed(idx)  # (B, T, I)
-        out, new_state = self.lstm(x, state)  # (B, T, H)
+        out, new_state = self._lstm(x, state)  # (B, T, H)
         if last_only:
             out = out[:, -1]  # (B, H)
-        logits = self.head(self.drop(out))  # (B, T, V) or (B, V)
+        logits = self.head(dropout(out, self.config.dropout, self.training))  # (B, T, V) or (B, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss, new_state
+
+
+    def _lstm(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """nn.LSTM, except when training stacked layers with dropout on a CPU.
+
+        There nn.LSTM draws its between-layer dropout mask with bernoulli_,
+        which took 16% of a training step of the default preset; so the layers
+        run one call each with a faster mask in between. Same weights, same
+        arithmetic (nn.LSTM calls each layer's kernel in turn as well).
+        """
+        cfg = self.config
+        if not (self.training and cfg.dropout > 0 and cfg.num_layers > 1 and x.device.type == "cpu"):
+            return self.lstm(x, state)
+        if state is None:
+            state = self.init_state(x.size(0), x.device)
+        h0, c0 = state
+        hs, cs = [], []
+        for layer in range(cfg.num_layers):
+            if layer:
+                x = dropout(x, cfg.dropout, True)
+            weights = [getattr(self.lstm, f"{name}_l{layer}") for name in _LAYER_WEIGHTS]
+            # The same call nn.LSTM.forward makes, for one layer: (input, hx,
+            # weights, has_biases, num_layers, dropout, train, bidirectional, batch_first).
+            x, h, c = torch._VF.lstm(x, (h0[layer:layer + 1], c0[layer:layer + 1]), weights, True, 1, 0.0, True,
+                                     False, True)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs), torch.cat(cs))
+
+
+_LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as F.dropout. On a CPU the mask comes from one uniform
+    draw compared with p: 3.5 ms against 9.5 ms for F.dropout's bernoulli_ on
+    a (16, 128, 384) activation (2 cores)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * (keep * (1.0 / (1.0 - p))).to(x.dtype)
 
 
 def flops_per_token(config: ModelConfig) -> int:

@@ -177,7 +177,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
 
     'auto' picks bf16 only on CPUs that run it natively: there it trained the
-    default preset about 1.5× faster. On an H200, cuDNN's LSTM in fp32 (which may
+    default preset 1.6-1.8× faster. On an H200, cuDNN's LSTM in fp32 (which may
     use TF32) was as fast or faster than bf16 autocast at every batch size
     measured (BENCHMARKS.md), so 'auto' stays fp32 on CUDA.
     """
