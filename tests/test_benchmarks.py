@@ -37,3 +37,24 @@ def test_generation_benchmark_reports_batches_and_prompt_lengths(tmp_path):
     assert {(r["streams"], r["precision"]) for r in data["generation"]} >= {(1, "auto"), (2, "fp32"), (2, "bf16")}
     assert [r["prompt_chars"] for r in data["prompt_length"]] == [10, 10_000]
     assert data["prompt_length_cost_ratio"] > 0 and data["window_refeed_chars_per_second"] > 0
+
+
+def test_time_to_quality_benchmark_finds_the_target_and_the_ratio(tmp_path):
+    # A few seconds of tutorial-small make an easy target; the default recipe must reach it.
+    data = bench("time_to_quality", "--minutes", "0.1", "--default-minutes", "0.5", tmp_path=tmp_path)
+    tutorial, default = data["rows"]
+    assert tutorial["best_val_loss_nats"] == data["target_nats"]
+    assert default["best_val_loss_nats"] <= data["target_nats"]
+    assert data["ratio"] == pytest.approx(tutorial["train_s_to_target"] / default["train_s_to_target"])
+
+
+def test_keras_benchmark_without_keras_names_the_extra():
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is not None:
+        pytest.skip("keras is installed here; this checks the message given without it")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "keras_tutorial.py")], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT / "benchmarks")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "benchmark: keras and tensorflow are not installed; run: pip install -e '.[bench-keras]'")
