@@ -103,7 +103,7 @@ def test_layer_by_layer_training_path_is_nn_lstm_with_its_own_dropout(monkeypatc
     x, y = torch.randint(0, 20, (4, 12)), torch.randint(0, 20, (4, 12))
     state = model.init_state(4)
     state = (torch.randn_like(state[0]), torch.randn_like(state[1]))
-    monkeypatch.setattr(M, "dropout", lambda t, p, training: t)
+    monkeypatch.setattr(M, "dropout", lambda t, p, training, locked=False: t)
     _, loss, (h, c) = model(x, state, y)
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
@@ -128,3 +128,80 @@ def test_fast_dropout_keeps_the_expected_fraction_and_scale():
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.6))
     assert torch.equal(dropout(x, 0.4, False), x) and torch.equal(dropout(x, 0.0, True), x)
     assert dropout(x.bfloat16(), 0.5, True).dtype == torch.bfloat16
+
+
+REGULARIZED = dict(vocab_size=15, hidden_size=24, num_layers=2, dropout=0.3, embedding_dim=24, embedding_dropout=0.2,
+                   locked_dropout=True, weight_dropout=0.3, tie_weights=True)
+
+
+def test_regularizers_act_in_training_only():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    config = ModelConfig(**REGULARIZED)
+    model = LSTMLanguageModel(config)
+    plain = LSTMLanguageModel(replace(config, dropout=0.0, embedding_dropout=0.0, locked_dropout=False,
+                                      weight_dropout=0.0))
+    plain.load_state_dict(model.state_dict())
+    x, y = torch.randint(0, 15, (3, 20)), torch.randint(0, 15, (3, 20))
+    model.eval(), plain.eval()
+    assert torch.equal(model(x)[0], plain(x)[0])
+    model.train()
+    weight_hh = model.lstm.weight_hh_l0.detach().clone()
+    a, loss, _ = model(x, None, y)
+    b, _, _ = model(x, None, y)
+    assert not torch.equal(a, b) and torch.isfinite(loss)
+    loss.backward()
+    assert model.lstm.weight_hh_l0.grad.abs().sum() > 0 and model.embedding.weight.grad.abs().sum() > 0
+    assert torch.equal(model.lstm.weight_hh_l0.detach(), weight_hh)  # DropConnect never writes the weights
+
+
+def test_locked_dropout_shares_one_mask_over_time():
+    from lstmgen.model import dropout
+
+    torch.manual_seed(1)
+    y = dropout(torch.ones(4, 50, 32), 0.5, True, locked=True)
+    assert torch.equal(y, y[:, :1].expand_as(y))
+    assert 0.3 < (y[:, 0] != 0).float().mean() < 0.7
+
+
+def test_embedding_dropout_drops_every_occurrence_of_a_token():
+    torch.manual_seed(2)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=6, hidden_size=8, embedding_dim=8, embedding_dropout=0.5)).train()
+    idx = torch.arange(6).repeat(1, 30)  # (1, 180): each token 30 times
+    rows = model.embed(idx)[0]  # (180, 8)
+    for token in range(6):
+        same = rows[idx[0] == token]
+        assert torch.equal(same, same[:1].expand_as(same))
+    # Rows are either all zero or all scaled by 1 / (1 - p), never partly dropped.
+    weight = model.embedding.weight
+    for token in range(6):
+        row = rows[idx[0] == token][0]
+        assert torch.equal(row, torch.zeros(8)) or torch.allclose(row, weight[token] * 2)
+
+
+def test_tied_weights_share_one_matrix_and_survive_a_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    config = ModelConfig(**REGULARIZED)
+    model = LSTMLanguageModel(config).eval()
+    untied = LSTMLanguageModel(ModelConfig(**dict(REGULARIZED, tie_weights=False)))
+    assert model.head.weight is model.embedding.weight
+    assert untied.num_parameters() - model.num_parameters() == 15 * 24
+    tokenizer = CharTokenizer.from_text("abcdefghijklmno")
+    save_checkpoint(tmp_path / "ck", model, tokenizer, CorpusConfig(), {})
+    loaded = load_checkpoint(tmp_path / "ck").model
+    assert loaded.head.weight is loaded.embedding.weight
+    x = torch.randint(0, 15, (2, 9))
+    assert torch.equal(loaded(x)[0], model(x)[0])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tie_weights": True, "embedding_dim": 16}, "--tie-weights needs"),
+    ({"embedding_dropout": 0.2, "input_mode": "onehot"}, "--embedding-dropout needs"),
+    ({"weight_dropout": 1.0}, "--weight-dropout must be in"),
+])
+def test_impossible_regularizer_settings_are_refused(kwargs, message):
+    from lstmgen.errors import LstmgenError
+
+    with pytest.raises(LstmgenError, match=message):
+        ModelConfig(vocab_size=10, hidden_size=32, **kwargs)

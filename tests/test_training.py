@@ -136,3 +136,20 @@ def test_stop_at_loss_ends_the_run_at_the_first_validation_reaching_it(tmp_path)
     # train_s counts optimizer steps only, so it grows but stays below the wall clock.
     assert all(0 < r["train_s"] <= r["elapsed_s"] for r in rows)
     assert [r["train_s"] for r in rows] == sorted(r["train_s"] for r in rows)
+
+
+def test_regularized_model_trains_resumes_and_generates_from_the_command_line(tmp_path):
+    from conftest import run_cli
+
+    alice = str(corpus_path("alice-gutenberg-11-utf8.txt"))
+    out = str(tmp_path / "run")
+    flags = ["--hidden-size", "32", "--embedding-dim", "32", "--batch-size", "4", "--seq-len", "32",
+             "--embedding-dropout", "0.1", "--locked-dropout", "--weight-dropout", "0.2", "--tie-weights", "--quiet"]
+    result = run_cli("train", alice, "--out", out, "--max-steps", "3", *flags)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    config = json.loads((tmp_path / "run" / "last" / "config.json").read_text())["model"]
+    assert (config["embedding_dropout"], config["locked_dropout"], config["weight_dropout"], config["tie_weights"]) == (
+        0.1, True, 0.2, True)
+    assert run_cli("train", "--resume", out, "--max-steps", "5", "--quiet").returncode == 0
+    generated = run_cli("generate", out, "--prompt", "Alice", "--max-new-tokens", "20", "--seed", "1")
+    assert generated.returncode == 0 and len(generated.stdout.decode()) >= 20

@@ -122,6 +122,8 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in model.state_dict().items()}
+        if model.config.tie_weights:
+            del tensors["head.weight"]  # the embedding itself; safetensors refuses shared tensors
         _save_tensors(tensors, tmp / WEIGHTS, {"format": "lstmgen", "format_version": str(FORMAT_VERSION)})
         config = {
             "format": "lstmgen",
@@ -228,6 +230,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise LstmgenError(f"{weights} is corrupt ({exc}); re-train or copy the checkpoint again") from None
+    if model_config.tie_weights and "embedding.weight" in tensors:
+        tensors["head.weight"] = tensors["embedding.weight"]
     try:
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
     except RuntimeError as exc:

@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=_number)
     g.add_argument("--input", dest="input_mode", choices=["embedding", "onehot", "scaled"])
     g.add_argument("--embedding-dim", type=_positive_int)
+    g.add_argument("--embedding-dropout", type=_number, help="drop whole embedding rows (AWD-LSTM; default 0)")
+    g.add_argument("--locked-dropout", action="store_true", default=None,
+                   help="one dropout mask per sequence, shared by every time step")
+    g.add_argument("--weight-dropout", type=_number, help="DropConnect on the hidden-to-hidden matrices (default 0)")
+    g.add_argument("--tie-weights", action="store_true", default=None,
+                   help="share the embedding with the output layer (--embedding-dim must equal --hidden-size)")
     g.add_argument("--level", choices=["char", "word", "bpe"], help="tokens to model (default char)")
     g.add_argument("--vocab-size", type=_positive_int, help="word: most frequent tokens kept; bpe: merges learned")
     g = p.add_argument_group("training (override the preset)")
@@ -193,7 +199,8 @@ def cmd_corpus(args) -> int:
 
 _LIMITS = ("epochs", "max_steps", "max_minutes")
 _TRAIN_OPTIONS = (
-    "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "framing", "batch_size", "seq_len", "lr",
+    "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "embedding_dropout", "locked_dropout",
+    "weight_dropout", "tie_weights", "framing", "batch_size", "seq_len", "lr",
     "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "precision",
     "stop_at_loss", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
 
