@@ -90,6 +90,10 @@ def test_cosine_schedule_with_warmup():
     ({"max_minutes": -2.0}, "--max-minutes"),
     ({"val_fraction": 1.0}, "--val-fraction"),
     ({"framing": "bags"}, "--framing"),
+    ({"weight_decay": -1.0}, "--weight-decay"),
+    ({"patience": 0}, "--patience"),
+    ({"precision": "fp16"}, "--precision"),
+    ({"stop_at_loss": 0.0}, "--stop-at-loss"),
     ({"epochs": None, "max_steps": None, "max_minutes": None}, "needs a limit"),
 ])
 def test_impossible_training_options(kwargs, message):
@@ -153,3 +157,28 @@ def test_regularized_model_trains_resumes_and_generates_from_the_command_line(tm
     assert run_cli("train", "--resume", out, "--max-steps", "5", "--quiet").returncode == 0
     generated = run_cli("generate", out, "--prompt", "Alice", "--max-new-tokens", "20", "--seed", "1")
     assert generated.returncode == 0 and len(generated.stdout.decode()) >= 20
+
+
+def test_weight_decay_uses_adamw_on_matrices_only():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    trainer = Trainer(model, TrainConfig(max_steps=1, weight_decay=0.5, lr=0.1), torch.device("cpu"))
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    weight, bias = model[0].weight.detach().clone(), model[0].bias.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    assert torch.allclose(model[0].weight, weight * (1 - 0.1 * 0.5))  # decoupled decay, no gradient
+    assert torch.equal(model[0].bias, bias)
+    plain = Trainer(model, TrainConfig(max_steps=1), torch.device("cpu"))
+    assert type(plain.optimizer) is torch.optim.Adam
+
+
+def test_patience_stops_after_validations_without_a_new_best(tmp_path):
+    # At lr 1e-12 no fp32 weight moves, so the held-out loss repeats and never improves after the first.
+    result = lstmgen.train(corpus_path("alice-gutenberg-11-utf8.txt"), tmp_path / "run", progress=False, log=quiet,
+                           **dict(TINY, eval_every=1, batch_size=4, seq_len=32, max_steps=30, lr=1e-12,
+                                  warmup_steps=0, patience=2))
+    assert (result.steps, result.stopped_by) == (3, "patience")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["val_loss_nats"] >= rows[0]["val_loss_nats"] and rows[2]["val_loss_nats"] >= rows[0]["val_loss_nats"]

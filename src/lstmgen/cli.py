@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=_steps_or_minutes, metavar="N|Nm",
                    help="also write last/ every N steps, or every N minutes with an m suffix (default 10m)")
     g.add_argument("--device", default=None)
+    g.add_argument("--weight-decay", type=_number, help="AdamW weight decay on the weight matrices (default 0: Adam)")
+    g.add_argument("--patience", type=_positive_int, metavar="N",
+                   help="stop after N validations in a row without a new best held-out loss")
     g.add_argument("--stop-at-loss", type=_number, metavar="NATS",
                    help="stop once the held-out loss reaches this many nats")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
@@ -202,7 +205,7 @@ _TRAIN_OPTIONS = (
     "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "embedding_dropout", "locked_dropout",
     "weight_dropout", "tie_weights", "framing", "batch_size", "seq_len", "lr",
     "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "precision",
-    "stop_at_loss", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
+    "stop_at_loss", "weight_decay", "patience", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
 
 
 def cmd_prepare(args) -> int:

@@ -49,8 +49,14 @@ class TrainConfig:
     """Stop after this much wall-clock time, evaluation included."""
     stop_at_loss: float | None = None
     """Stop as soon as a validation reaches this held-out loss (nats)."""
+    patience: int | None = None
+    """Early stopping: stop after this many validations in a row without a
+    new best held-out loss (None: never)."""
     lr: float = 3e-3
     """Peak learning rate for Adam."""
+    weight_decay: float = 0.0
+    """AdamW's decoupled weight decay on the weight matrices (biases are not
+    decayed); 0 keeps plain Adam."""
     lr_schedule: str = "cosine"
     """'constant', or 'cosine' decay to lr/10 over the planned steps or minutes."""
     warmup_steps: int = 0
@@ -86,6 +92,7 @@ class TrainConfig:
             ("--epochs", self.epochs, 1), ("--max-steps", self.max_steps, 1),
             ("--warmup-steps", self.warmup_steps, 0), ("--eval-every", self.eval_every, 1),
             ("--eval-max-tokens", self.eval_max_tokens, 2), ("--checkpoint-every", self.checkpoint_every, 1),
+            ("--patience", self.patience, 1),
         ]
         for flag, value, low in checks:
             if value is not None and value < low:
@@ -96,6 +103,8 @@ class TrainConfig:
             raise LstmgenError(f"--checkpoint-every in minutes must be more than 0, got {self.checkpoint_minutes}")
         if self.stop_at_loss is not None and not self.stop_at_loss > 0:
             raise LstmgenError(f"--stop-at-loss must be more than 0 nats, got {self.stop_at_loss}")
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise LstmgenError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if not self.lr > 0 or math.isinf(self.lr):
             raise LstmgenError(f"--lr must be a positive number, got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -191,7 +200,13 @@ class Trainer:
         self.model = model
         self.config = config
         self.device = device
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        if config.weight_decay > 0:
+            matrices = [p for p in model.parameters() if p.dim() >= 2]
+            others = [p for p in model.parameters() if p.dim() < 2]
+            self.optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": config.weight_decay},
+                                                {"params": others, "weight_decay": 0.0}], lr=config.lr)
+        else:
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.autocast = autocast_dtype(config.precision, device)
 
     def step(self, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carried):
@@ -253,6 +268,8 @@ class Position:
     trained_chars: int = 0
     train_s: float = 0.0
     """Seconds spent in optimizer steps only (no validation or checkpoints)."""
+    stale_evals: int = 0
+    """Validations in a row without a new best held-out loss."""
     best_val_loss: float | None = None
     best_train_loss: float = math.inf
     recent_loss: list[float] = field(default_factory=list)
@@ -660,6 +677,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
         if with_row:
             if val is not None:
                 improved = pos.best_val_loss is None or val.loss_nats < pos.best_val_loss
+                pos.stale_evals = 0 if improved else pos.stale_evals + 1
             elif not len(val_eval_ids) >= 2:
                 improved = train_loss < pos.best_train_loss  # no held-out text: best by training loss
             history.append(row)
@@ -761,6 +779,10 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                             hit = info.is_main and val is not None and val.loss_nats <= config.stop_at_loss
                             if D.agree(info, [float(hit)], device)[0] and not reached:
                                 reached = "stop_at_loss"
+                        if evaluate_now and config.patience is not None:
+                            spent = info.is_main and pos.stale_evals >= config.patience
+                            if D.agree(info, [float(spent)], device)[0] and not reached:
+                                reached = "patience"
                         if evaluate_now and info.is_main:
                             msg = f"epoch {epoch_float:.2f} step {pos.step}: train {np.mean(pos.recent_loss):.4f} nats"
                             if val is not None:
