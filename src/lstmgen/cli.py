@@ -205,7 +205,8 @@ _TRAIN_OPTIONS = (
     "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "embedding_dropout", "locked_dropout",
     "weight_dropout", "tie_weights", "framing", "batch_size", "seq_len", "lr",
     "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "precision",
-    "stop_at_loss", "weight_decay", "patience", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
+    "stop_at_loss", "weight_decay", "patience", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation",
+    "level", "vocab_size")
 
 
 def cmd_prepare(args) -> int:
