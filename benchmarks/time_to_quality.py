@@ -27,7 +27,7 @@ from pathlib import Path
 
 import lstmgen
 
-from common import ALICE, machine, peaks, pick_device, print_table, require, write_json
+from common import ALICE, machine, print_table, require, start, write_json
 
 
 def run(preset: str, out: Path, **overrides) -> list[dict]:
@@ -46,9 +46,7 @@ def main() -> None:
                         help="the default recipe's planned budget (its schedule); it stops at the target")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    device = pick_device("auto")
-    peak = peaks(device)
-    print(f"machine: {machine(device)}")
+    device, peak = start("auto")
     with tempfile.TemporaryDirectory() as tmp:
         tutorial = run("tutorial-small", Path(tmp) / "tutorial", max_minutes=args.minutes, epochs=1000)
         best = min((r for r in tutorial if r.get("val_loss_nats") is not None), key=lambda r: r["val_loss_nats"])

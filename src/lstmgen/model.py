@@ -146,17 +146,21 @@ class LSTMLanguageModel(nn.Module):
 
 
     def _lstm(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        """nn.LSTM, except when training stacked layers with dropout on a CPU.
+        """nn.LSTM, or its layers one call each when training needs a say in
+        what happens between or inside them:
 
-        There nn.LSTM draws its between-layer dropout mask with bernoulli_,
-        which took 16% of a training step of the default preset; so the layers
-        run one call each with a faster mask in between. Same weights, same
-        arithmetic (nn.LSTM calls each layer's kernel in turn as well).
+        - weight dropout replaces W_hh by a dropped copy for the call;
+        - locked dropout shares one mask over time between layers;
+        - on a CPU, nn.LSTM's own between-layer mask comes from bernoulli_,
+          which took 16% of a training step of the default preset, so even
+          plain dropout uses the faster mask here.
+
+        Same weights, same arithmetic: nn.LSTM calls each layer's kernel in turn too.
         """
         cfg = self.config
         between = cfg.dropout > 0 and cfg.num_layers > 1
-        if not (self.training and (cfg.weight_dropout > 0 or (between and (cfg.locked_dropout
-                                                                            or x.device.type == "cpu")))):
+        own_masks = cfg.weight_dropout > 0 or (between and (cfg.locked_dropout or x.device.type == "cpu"))
+        if not (self.training and own_masks):
             return self.lstm(x, state)
         if state is None:
             state = self.init_state(x.size(0), x.device)
