@@ -442,11 +442,14 @@ def train(
     info = D.setup(config.device)
     if not info.is_main:
         log, progress = (lambda *_: None), False
+    finished = False
     try:
-        return _train(corpus_path, out, model_options, corpus_config, config, force, progress, log,
-                      tokenizer_config, info)
+        result = _train(corpus_path, out, model_options, corpus_config, config, force, progress, log,
+                        tokenizer_config, info)
+        finished = True
+        return result
     finally:
-        D.teardown(info)
+        D.teardown(info, finished)
 
 
 def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, config: TrainConfig, force: bool,
@@ -576,15 +579,18 @@ def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limit
     info = D.setup(config.device)
     if not info.is_main:
         log, progress = (lambda *_: None), False
+    finished = False
     try:
         device = D.device_for(info, config.device) or pick_device(config.device)
         model = checkpoint.model.to(device).train()
         trainer = Trainer(model, config, device)
         tensors, data = load_trainer_state(last)
         position, carried = _restore_trainer_state(trainer.optimizer, tensors, data, device, info)
-        return _resume(out, checkpoint, meta, config, trainer, position, carried, progress, log, info)
+        result = _resume(out, checkpoint, meta, config, trainer, position, carried, progress, log, info)
+        finished = True
+        return result
     finally:
-        D.teardown(info)
+        D.teardown(info, finished)
 
 
 def _resume(out: Path, checkpoint, meta: dict, config: TrainConfig, trainer: Trainer, position: Position, carried,
