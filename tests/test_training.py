@@ -34,6 +34,22 @@ def test_flags_override_the_preset():
     assert model["hidden_size"] == 64 and not corpus.lowercase and train.epochs == 3 and train.seed == 1337
 
 
+def test_every_preset_makes_valid_configs_and_the_default_is_the_5_minute_recipe():
+    from lstmgen.cli import build_parser
+    from lstmgen.model import ModelConfig
+
+    for name in PRESETS:
+        model, _, train, _ = resolve(name)
+        ModelConfig(vocab_size=60, **model)
+        assert train.max_minutes or train.epochs
+    assert PRESETS["default"] == PRESETS["cpu-5min"]
+    assert [resolve(f"cpu-{m}min")[2].max_minutes for m in (5, 20, 60)] == [5.0, 20.0, 60.0]
+    # A preset's switch can be turned off from the command line.
+    args = build_parser().parse_args(["train", "x.txt", "--out", "r", "--no-locked-dropout", "--weight-dropout", "0"])
+    model, _, _, _ = resolve("cpu-5min", locked_dropout=args.locked_dropout, weight_dropout=args.weight_dropout)
+    assert model["locked_dropout"] is False and model["weight_dropout"] == 0.0
+
+
 def test_tutorial_framing_trains_and_evaluates_on_windows(tmp_path):
     result = lstmgen.train(corpus_path("alice-wonderland-tutorial-trimmed.txt"), tmp_path / "run",
                            preset="tutorial-small", max_steps=4, epochs=None, progress=False, log=quiet,
@@ -92,6 +108,9 @@ def test_cosine_schedule_with_warmup():
     ({"framing": "bags"}, "--framing"),
     ({"weight_decay": -1.0}, "--weight-decay"),
     ({"patience": 0}, "--patience"),
+    ({"lr_schedule": "plateau", "plateau_factor": 1.0}, "--plateau-factor"),
+    ({"plateau_patience": 0}, "--plateau-patience"),
+    ({"lr_schedule": "step"}, "--lr-schedule"),
     ({"precision": "fp16"}, "--precision"),
     ({"stop_at_loss": 0.0}, "--stop-at-loss"),
     ({"epochs": None, "max_steps": None, "max_minutes": None}, "needs a limit"),
@@ -182,3 +201,26 @@ def test_patience_stops_after_validations_without_a_new_best(tmp_path):
     assert (result.steps, result.stopped_by) == (3, "patience")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[1]["val_loss_nats"] >= rows[0]["val_loss_nats"] and rows[2]["val_loss_nats"] >= rows[0]["val_loss_nats"]
+
+
+def test_plateau_halves_the_rate_after_stalled_validations_and_resumes_with_it(tmp_path):
+    # As above, lr 1e-12 keeps the held-out loss from ever improving after the first validation.
+    options = dict(TINY, eval_every=1, batch_size=4, seq_len=32, lr=1e-12, warmup_steps=0, lr_schedule="plateau",
+                   plateau_patience=2, plateau_factor=0.5, checkpoint_every=1)
+    lstmgen.train(corpus_path("alice-gutenberg-11-utf8.txt"), tmp_path / "run", progress=False, log=quiet,
+                  **dict(options, max_steps=5))
+    lstmgen.resume(tmp_path / "run", progress=False, log=quiet, max_steps=8)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Validations 2 and 3 stall: the rate halves from step 4 on; 4 and 5 stall again: quarter from step 6;
+    # 6 and 7 stall (across the resume): an eighth at step 8.
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert [r["lr"] / 1e-12 for r in rows] == pytest.approx([1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.125])
+
+
+def test_tiny_shakespeare_is_split_where_nanogpt_splits_it(tmp_path):
+    path = corpus_path("tinyshakespeare.txt")
+    text = path.read_text(encoding="utf-8")
+    train_chars = int(len(text) * 0.9)  # nanoGPT's data/shakespeare_char/prepare.py
+    lines = []
+    lstmgen.train(path, tmp_path / "run", progress=False, log=lines.append, **dict(TINY, max_steps=1))
+    assert f"{train_chars:,} for training and {len(text) - train_chars:,} held out" in "\n".join(lines)

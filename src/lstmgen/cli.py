@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import LstmgenError, TrainingInterrupted
+from .presets import PRESETS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a text file, or a DATA_DIR from lstmgen prepare (not needed with --resume)")
     p.add_argument("--out", metavar="RUN_DIR", help="directory for checkpoints and metrics")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
-    p.add_argument("--preset", default="default", help="default, tutorial-small or tutorial-large")
+    p.add_argument("--preset", default="default",
+                   help="default (the same as cpu-5min), " + ", ".join(name for name in PRESETS if name != "default"))
     p.add_argument("--force", action="store_true", help="overwrite a run already in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=_positive_int, metavar="N",
@@ -121,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input", dest="input_mode", choices=["embedding", "onehot", "scaled"])
     g.add_argument("--embedding-dim", type=_positive_int)
     g.add_argument("--embedding-dropout", type=_number, help="drop whole embedding rows (AWD-LSTM; default 0)")
-    g.add_argument("--locked-dropout", action="store_true", default=None,
-                   help="one dropout mask per sequence, shared by every time step")
-    g.add_argument("--weight-dropout", type=_number, help="DropConnect on the hidden-to-hidden matrices (default 0)")
-    g.add_argument("--tie-weights", action="store_true", default=None,
+    g.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=None,
+                   help="one dropout mask per sequence, shared by every time step (on in the cpu and gpu presets)")
+    g.add_argument("--weight-dropout", type=_number, help="DropConnect on the hidden-to-hidden matrices (0 turns it off)")
+    g.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="share the embedding with the output layer (--embedding-dim must equal --hidden-size)")
     g.add_argument("--level", choices=["char", "word", "bpe"], help="tokens to model (default char)")
     g.add_argument("--vocab-size", type=_positive_int, help="word: most frequent tokens kept; bpe: merges learned")
@@ -136,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int)
     g.add_argument("--seq-len", type=_positive_int)
     g.add_argument("--lr", type=_number)
-    g.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    g.add_argument("--lr-schedule", choices=["constant", "cosine", "plateau"],
+                   help="cosine: decay to lr/10 over the budget; plateau: lower the rate when validation stalls")
+    g.add_argument("--plateau-patience", type=_positive_int, metavar="N",
+                   help="plateau: validations without a new best before the rate drops (default 2)")
+    g.add_argument("--plateau-factor", type=_number, help="plateau: multiply the rate by this (default 0.5)")
     g.add_argument("--warmup-steps", type=_positive_int)
     g.add_argument("--grad-clip", type=_number)
     g.add_argument("--val-fraction", type=_number)
@@ -205,8 +211,8 @@ _TRAIN_OPTIONS = (
     "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "embedding_dropout", "locked_dropout",
     "weight_dropout", "tie_weights", "framing", "batch_size", "seq_len", "lr",
     "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "precision",
-    "stop_at_loss", "weight_decay", "patience", "encoding", "keep_header", "lowercase", "ascii", "strip_punctuation",
-    "level", "vocab_size")
+    "stop_at_loss", "weight_decay", "patience", "plateau_patience", "plateau_factor", "encoding", "keep_header",
+    "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
 
 
 def cmd_prepare(args) -> int:

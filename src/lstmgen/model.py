@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -174,8 +175,12 @@ class LSTMLanguageModel(nn.Module):
                 weights[1] = dropout(weights[1], cfg.weight_dropout, True)
             # The same call nn.LSTM.forward makes, for one layer: (input, hx,
             # weights, has_biases, num_layers, dropout, train, bidirectional, batch_first).
-            x, h, c = torch._VF.lstm(x, (h0[layer:layer + 1], c0[layer:layer + 1]), weights, True, 1, 0.0, True,
-                                     False, True)
+            # cuDNN warns that these weights are not in its one flat buffer;
+            # a freshly dropped W_hh cannot be, and the copy it makes is small.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+                x, h, c = torch._VF.lstm(x, (h0[layer:layer + 1], c0[layer:layer + 1]), weights, True, 1, 0.0,
+                                         True, False, True)
             hs.append(h)
             cs.append(c)
         return x, (torch.cat(hs), torch.cat(cs))

@@ -26,7 +26,7 @@ from .model import LSTMLanguageModel, ModelConfig, bf16_fast
 from .tokenizer import TokenizerConfig, tokenizer_from_dict
 
 FRAMINGS = ("stream", "windows")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -58,7 +58,13 @@ class TrainConfig:
     """AdamW's decoupled weight decay on the weight matrices (biases are not
     decayed); 0 keeps plain Adam."""
     lr_schedule: str = "cosine"
-    """'constant', or 'cosine' decay to lr/10 over the planned steps or minutes."""
+    """'constant'; 'cosine' decay to lr/10 over the planned steps or minutes;
+    or 'plateau': the rate times ``plateau_factor`` after every
+    ``plateau_patience`` validations in a row without a new best held-out loss."""
+    plateau_patience: int = 2
+    """Validations without improvement before 'plateau' lowers the rate."""
+    plateau_factor: float = 0.5
+    """What 'plateau' multiplies the rate by each time it lowers it."""
     warmup_steps: int = 0
     """Linear warm-up from 0 to lr over this many steps."""
     grad_clip: float | None = 1.0
@@ -92,7 +98,7 @@ class TrainConfig:
             ("--epochs", self.epochs, 1), ("--max-steps", self.max_steps, 1),
             ("--warmup-steps", self.warmup_steps, 0), ("--eval-every", self.eval_every, 1),
             ("--eval-max-tokens", self.eval_max_tokens, 2), ("--checkpoint-every", self.checkpoint_every, 1),
-            ("--patience", self.patience, 1),
+            ("--patience", self.patience, 1), ("--plateau-patience", self.plateau_patience, 1),
         ]
         for flag, value, low in checks:
             if value is not None and value < low:
@@ -103,6 +109,8 @@ class TrainConfig:
             raise LstmgenError(f"--checkpoint-every in minutes must be more than 0, got {self.checkpoint_minutes}")
         if self.stop_at_loss is not None and not self.stop_at_loss > 0:
             raise LstmgenError(f"--stop-at-loss must be more than 0 nats, got {self.stop_at_loss}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise LstmgenError(f"--plateau-factor must be between 0 and 1, got {self.plateau_factor}")
         if not 0.0 <= self.weight_decay < math.inf:
             raise LstmgenError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if not self.lr > 0 or math.isinf(self.lr):
@@ -227,12 +235,14 @@ class Trainer:
         self.optimizer.step()
         return loss, carried
 
-    def lr_at(self, step: int, progress: float) -> float:
+    def lr_at(self, step: int, progress: float, plateau_scale: float = 1.0) -> float:
         c = self.config
         if c.warmup_steps and step < c.warmup_steps:
             return c.lr * (step + 1) / c.warmup_steps
         if c.lr_schedule == "constant":
             return c.lr
+        if c.lr_schedule == "plateau":
+            return c.lr * plateau_scale
         progress = min(max(progress, 0.0), 1.0)
         floor = c.lr / 10
         return floor + (c.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -270,6 +280,10 @@ class Position:
     """Seconds spent in optimizer steps only (no validation or checkpoints)."""
     stale_evals: int = 0
     """Validations in a row without a new best held-out loss."""
+    plateau_stale: int = 0
+    """Like stale_evals, but reset each time the 'plateau' schedule lowers the rate."""
+    plateau_scale: float = 1.0
+    """The 'plateau' schedule's factor on the peak rate so far."""
     best_val_loss: float | None = None
     best_train_loss: float = math.inf
     recent_loss: list[float] = field(default_factory=list)
@@ -684,6 +698,10 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
             if val is not None:
                 improved = pos.best_val_loss is None or val.loss_nats < pos.best_val_loss
                 pos.stale_evals = 0 if improved else pos.stale_evals + 1
+                pos.plateau_stale = 0 if improved else pos.plateau_stale + 1
+                if config.lr_schedule == "plateau" and pos.plateau_stale >= config.plateau_patience:
+                    pos.plateau_scale *= config.plateau_factor
+                    pos.plateau_stale = 0
             elif not len(val_eval_ids) >= 2:
                 improved = train_loss < pos.best_train_loss  # no held-out text: best by training loss
             history.append(row)
@@ -723,7 +741,7 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                     y = torch.from_numpy(y_np).to(device, non_blocking=True)
                     fraction = max(pos.step / total_steps if total_steps else 0.0,
                                    elapsed() / budget_s if budget_s else 0.0)
-                    lr = trainer.lr_at(pos.step, fraction)
+                    lr = trainer.lr_at(pos.step, fraction, pos.plateau_scale)
                     for group in trainer.optimizer.param_groups:
                         group["lr"] = lr
                     step_start = time.perf_counter()
@@ -785,6 +803,9 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
                             hit = info.is_main and val is not None and val.loss_nats <= config.stop_at_loss
                             if D.agree(info, [float(hit)], device)[0] and not reached:
                                 reached = "stop_at_loss"
+                        if evaluate_now and config.lr_schedule == "plateau":
+                            # Only rank 0 validates; the others take its rate.
+                            pos.plateau_scale = D.agree(info, [pos.plateau_scale if info.is_main else 0.0], device)[0]
                         if evaluate_now and config.patience is not None:
                             spent = info.is_main and pos.stale_evals >= config.patience
                             if D.agree(info, [float(spent)], device)[0] and not reached:
