@@ -2,6 +2,7 @@
 the speed figures themselves are not checked here)."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -58,3 +59,22 @@ def test_keras_benchmark_without_keras_names_the_extra():
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "benchmark: keras and tensorflow are not installed; run: pip install -e '.[bench-keras]'")
+
+
+def test_quality_benchmark_reports_the_best_held_out_loss_and_draws_the_curves(tmp_path):
+    data = bench("quality", "--corpora", "alice", "alice-lower", "--recipes", "cpu-5min", "--minutes", "0.1",
+                 "--plots", str(tmp_path), "--runs", str(tmp_path / "runs"), tmp_path=tmp_path)
+    cased, lower = data["results"]
+    assert (cased["corpus"], lower["corpus"]) == ("alice", "alice-lower")
+    for row in (cased, lower):
+        assert row["best_val_loss_nats"] == min(p["val_loss_nats"] for p in row["curve"])
+        assert row["best_val_bits_per_char"] == pytest.approx(row["best_val_loss_nats"] / math.log(2), abs=1e-4)
+        assert row["budget_min"] == 0.1 and row["target_met"] is None  # no target for a 6-second budget
+        assert row["parameters"] > 1_000_000
+    assert (tmp_path / "runs" / "alice-lower" / "cpu-5min" / "best" / "model.safetensors").exists()
+    lowered = json.loads((tmp_path / "runs" / "alice-lower" / "cpu-5min" / "best" / "config.json").read_text())
+    assert lowered["corpus"]["lowercase"] is True
+    for corpus in ("alice", "alice-lower"):
+        png = (tmp_path / f"quality-{corpus}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert data["anchors"]["tinyshakespeare"][0]["loss_nats"] == 1.4697

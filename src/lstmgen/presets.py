@@ -11,18 +11,40 @@ if TYPE_CHECKING:
     from .tokenizer import TokenizerConfig
     from .training import TrainConfig
 
+# Recipes for a 2-core CPU and for a GPU, chosen by measurement (README,
+# "Recipes" and "Options, measured"; BENCHMARKS.md, "Quality"). More updates
+# of a mid-sized model with heavy dropout beat a wider model or bigger
+# batches. Locked dropout with DropConnect on the recurrent weights was the
+# best 5-minute recipe on Tiny Shakespeare; on a book-sized text, which the
+# model overfits within minutes, embedding dropout, DropConnect and a tight
+# gradient clip did better (cpu-5min-book) but left Tiny Shakespeare underfit.
+_AWD_MODEL = {"num_layers": 2, "input_mode": "embedding", "embedding_dim": 64, "locked_dropout": True}
+_STREAM_TRAIN = {"framing": "stream", "batch_size": 16, "seq_len": 128, "lr": 3e-3, "lr_schedule": "cosine",
+                 "warmup_steps": 20, "grad_clip": 1.0, "epochs": None}
+
+
+def _recipe(model: dict, train: dict) -> dict[str, dict]:
+    return {"model": dict(_AWD_MODEL, **model), "corpus": {}, "train": dict(_STREAM_TRAIN, **train)}
+
+
 # Each preset has three parts, one per config object: model, corpus, train.
 PRESETS: dict[str, dict[str, dict]] = {
-    # The best recipe found for a 2-core CPU in 5 minutes on Alice (README,
-    # "Choosing the default preset"): on a small corpus, more updates of a
-    # mid-sized model with heavy dropout beat a wider model or bigger batches.
-    "default": {
-        "model": {"hidden_size": 384, "num_layers": 2, "dropout": 0.4, "input_mode": "embedding",
-                  "embedding_dim": 64},
-        "corpus": {},
-        "train": {"framing": "stream", "batch_size": 16, "seq_len": 128, "lr": 3e-3, "lr_schedule": "cosine",
-                  "warmup_steps": 20, "grad_clip": 1.0, "epochs": None, "max_minutes": 5.0},
-    },
+    "cpu-5min": _recipe({"hidden_size": 384, "dropout": 0.4, "weight_dropout": 0.2},
+                        {"max_minutes": 5.0, "eval_every": 250}),
+    "cpu-5min-book": _recipe({"hidden_size": 384, "dropout": 0.4, "weight_dropout": 0.2, "locked_dropout": False,
+                              "embedding_dropout": 0.1},
+                             {"max_minutes": 5.0, "eval_every": 250, "grad_clip": 0.25}),
+    "cpu-20min": _recipe({"hidden_size": 512, "dropout": 0.5, "weight_dropout": 0.25},
+                         {"max_minutes": 20.0, "eval_every": 500}),
+    # Not measured at its full budget yet (README, "Recipes").
+    "cpu-60min": _recipe({"hidden_size": 768, "dropout": 0.5, "embedding_dim": 128, "weight_dropout": 0.3},
+                         {"lr": 2e-3, "warmup_steps": 50, "max_minutes": 60.0, "eval_every": 500}),
+    # One modern GPU (measured on an H200, at the budget given here): a wide
+    # model, long sequences and a big batch keep the device busy.
+    "gpu": _recipe({"hidden_size": 1024, "num_layers": 3, "dropout": 0.5, "embedding_dim": 128,
+                    "weight_dropout": 0.3, "embedding_dropout": 0.05},
+                   {"batch_size": 64, "seq_len": 256, "lr": 2e-3, "warmup_steps": 100, "max_minutes": 4.5,
+                    "eval_every": 200}),
     # The tutorial's first model: LSTM(256) → Dropout(0.2) → Dense softmax,
     # 100-character windows of integer ids divided by the vocabulary size,
     # batch 128, 20 epochs, Adam at Keras's default rate, lowercased text.
@@ -40,6 +62,10 @@ PRESETS: dict[str, dict[str, dict]] = {
                   "warmup_steps": 0, "grad_clip": None, "epochs": 50, "max_minutes": None},
     },
 }
+
+
+# The preset used when none is named: the best recipe for its 5-minute budget.
+PRESETS["default"] = PRESETS["cpu-5min"]
 
 
 def get_preset(name: str) -> dict[str, dict]:
