@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 
 from conftest import corpus_path, run_cli
 
-# Dropout 0: the two ranks draw their own dropout masks, one process draws one.
+# Dropout and weight dropout 0: the two ranks draw their own masks, one process draws one.
 # fp32: the comparison is of the arithmetic, which bf16 rounding would blur.
-COMMON = ["--max-steps", "6", "--dropout", "0", "--batch-size", "8", "--seq-len", "32", "--hidden-size", "32",
-          "--num-layers", "2", "--embedding-dim", "8", "--eval-every", "3", "--precision", "fp32", "--quiet"]
+COMMON = ["--max-steps", "6", "--dropout", "0", "--weight-dropout", "0", "--batch-size", "8", "--seq-len", "32",
+          "--hidden-size", "32", "--num-layers", "2", "--embedding-dim", "8", "--eval-every", "3", "--precision", "fp32", "--quiet"]
 TOLERANCE = 1e-4  # float sums in another order (2 threads in one process, 1 in each rank)
 
 

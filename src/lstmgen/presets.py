@@ -65,7 +65,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 
 # The preset used when none is named: the best recipe for its 5-minute budget.
-PRESETS["default"] = PRESETS["cpu-5min"]
+PRESETS = {"default": PRESETS["cpu-5min"], **PRESETS}
 
 
 def get_preset(name: str) -> dict[str, dict]:
