@@ -82,7 +82,7 @@ def summarize(corpus: str, recipe: str, budget_min: float, rows: list[dict], par
     if not scored:
         raise SystemExit(f"benchmark: the {recipe} run on {corpus} never validated; give it a longer budget")
     best = min(scored, key=lambda r: r["val_loss_nats"])
-    target = TARGETS.get((corpus, round(budget_min)))
+    target = TARGETS.get((corpus, round(budget_min))) if math.isfinite(budget_min) else None  # epochs, no clock
     return {
         "corpus": corpus, "recipe": recipe, "budget_min": budget_min, "parameters": parameters,
         "best_val_loss_nats": best["val_loss_nats"], "best_val_bits_per_char": best["val_bits_per_char"],

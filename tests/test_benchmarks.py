@@ -78,3 +78,15 @@ def test_quality_benchmark_reports_the_best_held_out_loss_and_draws_the_curves(t
         png = (tmp_path / f"quality-{corpus}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert data["anchors"]["tinyshakespeare"][0]["loss_nats"] == 1.4697
+
+
+def test_quality_summary_of_a_run_without_a_clock_budget_has_no_target():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quality
+
+    rows = [{"step": s, "epoch": s / 10, "elapsed_s": 30.0 * s, "val_loss_nats": v, "val_bits_per_char": v / math.log(2),
+             "train_loss_nats": v + 0.1, "train_chars_per_second": 900.0} for s, v in ((1, 2.5), (2, 2.2), (3, 2.3))]
+    summary = quality.summarize("alice-lower", "tutorial-small", math.nan, rows, 1000)  # an epochs-limited preset
+    assert summary["target_nats"] is None and summary["best_val_loss_nats"] == 2.2 and summary["best_at_min"] == 1.0
+    on_budget = quality.summarize("tinyshakespeare", "cpu-20min", 20.0, rows, 1000)
+    assert on_budget["target_nats"] == 1.47 and on_budget["target_met"] is False
