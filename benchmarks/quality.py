@@ -109,16 +109,19 @@ def plot(corpus: str, results: list[dict], path: Path, targets: bool) -> None:
                 color=ax.lines[-1].get_color(), label=f"{r['recipe']} (training, last 50 steps)")
     for anchor in ANCHORS.get(corpus, []):
         ax.axhline(anchor["loss_nats"], color="grey", linestyle="--", linewidth=1)
-        ax.annotate(anchor["label"], (0, anchor["loss_nats"]), textcoords="offset points", xytext=(4, 3),
-                    fontsize=8, color="grey")
+        # At the right edge: the curves fall steeply through the left one.
+        ax.annotate(anchor["label"], (1, anchor["loss_nats"]), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(-4, 3), ha="right", fontsize=8, color="grey")
     for (name, minutes), nats in TARGETS.items():
         if targets and name == corpus:
             ax.plot([minutes], [nats], marker="v", color="black", linestyle="none")
             ax.annotate(f"target, {minutes} min on 2 cores", (minutes, nats), textcoords="offset points", xytext=(4, -12),
                         fontsize=8)
     best = min(p["val_loss_nats"] for r in results for p in r["curve"])
+    # Low enough to show the training curves too: their gap to the held-out loss is the overfitting.
+    lowest = min([best] + [p["train_loss_nats"] for r in results for p in r["curve"]])
     highest_anchor = max((a["loss_nats"] for a in ANCHORS.get(corpus, [])), default=0.0)
-    ax.set_ylim(best - 0.1, max(best + 0.8, highest_anchor + 0.1))
+    ax.set_ylim(lowest - 0.05, max(best + 0.8, highest_anchor + 0.1))
     ax.set_xlabel("wall-clock minutes (validation and checkpoints included)")
     ax.set_ylabel("loss, nats per character")
     ax.set_title(f"{corpus}: held-out loss (last 10%) against time")

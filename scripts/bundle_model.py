@@ -24,7 +24,9 @@ def main() -> None:
         sys.exit(__doc__)
     ck = load_checkpoint(sys.argv[1])
     meta = {k: v for k, v in ck.meta.items()
-            if k not in ("format", "format_version", "weights_sha256", "weights_dtype", "model", "corpus")}
+            if k not in ("format", "format_version", "weights_sha256", "weights_dtype", "model", "corpus", "data_dir")}
+    # The package travels to other machines: keep the corpus's name, not this machine's path to it.
+    meta["source"] = Path(meta["source"]).name
     save_checkpoint(BUNDLED_DIR, ck.model, ck.tokenizer, ck.corpus_config, meta, weights_dtype=torch.float16)
     size = sum(f.stat().st_size for f in Path(BUNDLED_DIR).iterdir())
     print(f"bundled model written to {BUNDLED_DIR}: {size:,} bytes ({(BUNDLED_DIR / WEIGHTS).stat().st_size:,} of weights)")

@@ -145,7 +145,6 @@ class LSTMLanguageModel(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss, new_state
 
-
     def _lstm(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """nn.LSTM, or its layers one call each when training needs a say in
         what happens between or inside them:
