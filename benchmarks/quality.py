@@ -101,7 +101,7 @@ def plot(corpus: str, results: list[dict], path: Path, targets: bool) -> None:
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=110)
     for r in results:
         xs = [p["minutes"] for p in r["curve"]]
         ax.plot(xs, [p["val_loss_nats"] for p in r["curve"]], marker=".", label=f"{r['recipe']} (held-out)")
@@ -126,7 +126,7 @@ def plot(corpus: str, results: list[dict], path: Path, targets: bool) -> None:
     ax.set_ylabel("loss, nats per character")
     ax.set_title(f"{corpus}: held-out loss (last 10%) against time")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off every curve and label
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
