@@ -186,12 +186,13 @@ def report(results: list[dict], plots_dir: str) -> None:
     plots = Path(plots_dir)
     if not plots.is_absolute():
         plots = Path(__file__).resolve().parent / plots
-    for corpus in dict.fromkeys(r["corpus"] for r in results):
-        for device in dict.fromkeys(r["device"].split(":")[0] for r in results if r["corpus"] == corpus):
-            mine = [r for r in results if r["corpus"] == corpus and r["device"].split(":")[0] == device]
-            # The targets are for a 2-core CPU; on a GPU they would only squash the curves.
-            name = f"quality-{corpus}.png" if device == "cpu" else f"quality-{corpus}-{device}.png"
-            plot(corpus, mine, plots / name, targets=device == "cpu")
+    groups: dict[tuple[str, str], list[dict]] = {}  # one plot per corpus and kind of device
+    for r in results:
+        groups.setdefault((r["corpus"], r["device"].split(":")[0]), []).append(r)
+    for (corpus, device), mine in groups.items():
+        # The targets are for a 2-core CPU; on a GPU they would only squash the curves.
+        name = f"quality-{corpus}.png" if device == "cpu" else f"quality-{corpus}-{device}.png"
+        plot(corpus, mine, plots / name, targets=device == "cpu")
 
 
 if __name__ == "__main__":
