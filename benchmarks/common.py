@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+from lstmgen.machine import describe as machine
+from lstmgen.machine import matmul_peak, sync
+
+__all__ = ["machine", "matmul_peak", "sync"]
 
 CORPORA = Path(os.environ.get("LSTMGEN_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora"))
 ALICE = CORPORA / "alice-gutenberg-11-utf8.txt"
@@ -26,56 +29,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def machine(device: torch.device) -> dict:
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version.split()[0],
-            "device": str(device)}
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-        info["cpu_bf16_flags"] = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    except (OSError, StopIteration):
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> float:
-    """Best measured FLOP/s of square matrix products (2·n³ FLOPs each) over a
-    few sizes. On CUDA, fp32 means true fp32: TF32 is switched off."""
-    sizes = (1024, 2048, 4096) if device.type == "cpu" else (4096, 8192)
-    best = 0.0
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        for n in sizes:
-            a = torch.randn(n, n, device=device, dtype=dtype)
-            b = torch.randn(n, n, device=device, dtype=dtype)
-            a @ b  # warm-up: thread pools, kernel selection
-            sync(device)
-            reps, start = 0, time.perf_counter()
-            while True:
-                a @ b
-                reps += 1
-                if reps % 4 == 0:
-                    sync(device)
-                    if time.perf_counter() - start >= seconds / len(sizes):
-                        break
-            best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    return best
 
 
 def peaks(device: torch.device) -> dict:

@@ -25,7 +25,8 @@ import torch
 
 import lstmgen
 from lstmgen.corpus import read_corpus
-from lstmgen.generate import SampleConfig, int8_available
+from lstmgen.generate import SampleConfig, int8_available, step_precision
+from lstmgen.precision import PrecisionChoice
 
 from common import ALICE, machine, print_table, require, start, sync, write_json
 
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 256])
     parser.add_argument("--seconds", type=float, default=2.0, help="about this long per measurement")
+    parser.add_argument("--prompt-rounds", type=int, default=5, help="runs of each prompt length (default 5)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device, peak = start(args.device)
@@ -79,6 +81,9 @@ def main() -> None:
     precisions = ["auto", "fp32", "bf16"] + (["int8"] if int8_available(device) else [])
 
     rows = []
+    choices = {n: step_precision(model.model, "auto", n).to_dict() for n in args.batches}
+    for n, choice in choices.items():
+        print(PrecisionChoice(**choice).describe(f"auto, {n} stream{'s' if n > 1 else ''}"))
     for n in args.batches:
         for precision in precisions:
             probe = timed_stream(model, prompt, SampleConfig(max_new_tokens=50, num_samples=n, seed=0,
@@ -106,7 +111,7 @@ def main() -> None:
     long_prompt = text[1000:11000]
     config = SampleConfig(max_new_tokens=2000, seed=0)
     runs: dict[int, list[dict]] = {len(prompt): [], len(long_prompt): []}
-    for _ in range(4):  # alternate, so that drift in the machine's speed hits both alike; first round is warm-up
+    for _ in range(args.prompt_rounds + 1):  # alternate, so that drift hits both alike; first round is warm-up
         for p in (prompt, long_prompt):
             runs[len(p)].append(timed_stream(model, p, config, device))
     lengths = []
@@ -114,13 +119,20 @@ def main() -> None:
         measured = sorted(measured[1:], key=lambda r: r["us_per_step_after_first"])
         median = dict(measured[len(measured) // 2], prompt_chars=chars)
         median["first_char_ms"] = sorted(r["first_char_ms"] for r in measured)[len(measured) // 2]
+        median["us_per_step_min"] = measured[0]["us_per_step_after_first"]
+        median["us_per_step_max"] = measured[-1]["us_per_step_after_first"]
         lengths.append(median)
     ratio = lengths[1]["us_per_step_after_first"] / lengths[0]["us_per_step_after_first"]
-    print("\nPrompt length (1 stream, precision auto, 2,000 new characters; medians of 3 runs)")
+    # Each long-prompt run against the short one beside it: the spread says whether the ratio is noise.
+    pairs = sorted(b["us_per_step_after_first"] / a["us_per_step_after_first"]
+                   for a, b in zip(runs[len(prompt)][1:], runs[len(long_prompt)][1:]))
+    print(f"\nPrompt length (1 stream, precision auto, 2,000 new characters; medians of {args.prompt_rounds} runs)")
     print_table(lengths, [("prompt_chars", "prompt chars", ",d"), ("first_char_ms", "first char ms", ".2f"),
                           ("us_per_step_after_first", "µs per later char", ",.1f"),
+                          ("us_per_step_min", "min", ",.1f"), ("us_per_step_max", "max", ",.1f"),
                           ("chars_per_second", "chars/s overall", ",.0f")])
-    print(f"cost per character, 10,000-character prompt / 10-character prompt: {ratio:.3f}")
+    print(f"cost per character, 10,000-character prompt / 10-character prompt: {ratio:.3f} "
+          f"(run by run: {', '.join(f'{r:.3f}' for r in pairs)})")
 
     ids = model.tokenizer.encode(long_prompt).tolist()
     refeed = window_refeed(model, ids, 200)
@@ -129,6 +141,7 @@ def main() -> None:
           f"{refeed:,.0f} chars/s; lstmgen's stateful steps: {stateful:,.0f} chars/s ({stateful / refeed:.1f}×)")
     write_json(args.json, {"machine": machine(device), "peak_flops_per_second": peak, "parameters": params,
                            "generation": rows, "prompt_length": lengths, "prompt_length_cost_ratio": ratio,
+                           "prompt_length_cost_ratio_per_run": pairs, "auto_choices": choices,
                            "window_refeed_chars_per_second": refeed})
 
 

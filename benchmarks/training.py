@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/training.py [--steps 30] [--device auto] [--json out.json]
         [--batches 32 64 128] [--threads-sweep] [--compile]
 
-For each preset (default, tutorial-small, tutorial-large) and precision (fp32,
-bf16 autocast) it times steady-state optimizer steps of lstmgen's own training
+For each preset (default, tutorial-small, tutorial-large) and precision (auto,
+fp32, bf16 autocast) it times steady-state optimizer steps of lstmgen's own training
 step (Trainer.step: forward, loss at every position, backward, clipping, Adam)
 on Alice, after warm-up steps, without validation or checkpoints.
 
@@ -25,7 +25,9 @@ import time
 import torch
 
 from lstmgen.corpus import read_corpus
+from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLanguageModel, ModelConfig
+from lstmgen.precision import PrecisionChoice
 from lstmgen.presets import resolve
 from lstmgen.tokenizer import CharTokenizer
 from lstmgen.training import Trainer, epoch_batches
@@ -66,7 +68,8 @@ def throughput(preset: str, precision: str, device: torch.device, steps: int, wa
     targets = config.batch_size * (config.seq_len if stream else 1) * steps  # characters predicted
     flops = 6 * params * positions
     return {
-        "preset": preset, "precision": precision, "autocast": str(trainer.autocast).replace("torch.", ""),
+        "preset": preset, "precision": precision, "ran_in": trainer.precision.precision,
+        "choice": trainer.precision.to_dict(),
         "batch_size": config.batch_size, "seq_len": config.seq_len, "framing": config.framing,
         "threads": torch.get_num_threads(), "compiled": compile_model,
         "parameters": params, "steps": steps, "seconds": round(seconds, 3),
@@ -75,11 +78,22 @@ def throughput(preset: str, precision: str, device: torch.device, steps: int, wa
     }
 
 
+def attempt(preset: str, precision: str, device: torch.device, steps: int, **overrides) -> dict | None:
+    """A row, or None (said on the terminal) where this machine cannot train in ``precision``."""
+    try:
+        row = throughput(preset, precision, device, steps, **overrides)
+    except LstmgenError as exc:
+        print(f"{preset} in {precision}: not run: {exc}")
+        return None
+    row["choice_line"] = PrecisionChoice(**row["choice"]).describe("training")
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--presets", nargs="+", default=["default", "tutorial-small", "tutorial-large"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["auto", "fp32", "bf16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", nargs="*", type=int, default=[],
                         help="also time the default preset at these batch sizes")
@@ -88,13 +102,13 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device, peak = start(args.device)
-    rows = [throughput(p, prec, device, args.steps) for p in args.presets for prec in args.precisions]
+    rows = [r for p in args.presets for prec in args.precisions if (r := attempt(p, prec, device, args.steps))]
     for batch in args.batches:
-        rows += [throughput("default", prec, device, args.steps, batch_size=batch) for prec in args.precisions]
+        rows += [r for prec in args.precisions if (r := attempt("default", prec, device, args.steps, batch_size=batch))]
     threads = torch.get_num_threads()
     if args.threads_sweep and device.type == "cpu" and threads > 1:
         torch.set_num_threads(1)
-        rows += [throughput("default", prec, device, args.steps) for prec in args.precisions]
+        rows += [r for prec in args.precisions if (r := attempt("default", prec, device, args.steps))]
         torch.set_num_threads(threads)
     if args.compile:
         for prec in args.precisions:
@@ -106,7 +120,11 @@ def main() -> None:
         r["gflops"] = r["flops_per_second"] / 1e9
         r["mfu_fp32"] = r["flops_per_second"] / peak["fp32"]
         r["mfu_bf16"] = r["flops_per_second"] / peak["bf16"]
-    print_table(rows, [("preset", "preset", ""), ("precision", "precision", ""), ("batch_size", "batch", "d"),
+    for r in rows:
+        if r["precision"] == "auto":
+            print(f"{r['preset']} batch {r['batch_size']}: {r['choice_line']}")
+    print_table(rows, [("preset", "preset", ""), ("precision", "precision", ""), ("ran_in", "ran in", ""),
+                       ("batch_size", "batch", "d"),
                        ("threads", "threads", "d"), ("compiled", "compiled", ""), ("parameters", "params", ",d"),
                        ("chars_per_second", "chars/s", ",.0f"), ("lstm_steps_per_second", "LSTM steps/s", ",.0f"),
                        ("gflops", "GFLOP/s", ",.1f"), ("mfu_fp32", "of fp32 peak", ".1%"),
@@ -117,9 +135,9 @@ def main() -> None:
             b[k] == r[k] for k in ("preset", "batch_size", "threads", "compiled"))), None)
         if r["precision"] != "fp32" and base is not None:
             key = f"{r['preset']} batch {r['batch_size']} threads {r['threads']}"
-            key += " compiled" if r["compiled"] else ""
+            key += (" compiled" if r["compiled"] else "") + f" {r['precision']}"
             ratios[key] = r["chars_per_second"] / base["chars_per_second"]
-            print(f"{key}: {r['precision']} / fp32 = {ratios[key]:.2f}×")
+            print(f"{key} / fp32 = {ratios[key]:.2f}×")
     write_json(args.json, {"machine": machine(device), "peak_flops_per_second": peak, "training": rows,
                            "speedup_over_fp32": ratios})
 

@@ -28,6 +28,13 @@ def corpus_path(name: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def precision_cache(tmp_path_factory):
+    """Keep --precision auto's timings out of the user's cache, and share them
+    across the session as a user's runs would."""
+    os.environ["LSTMGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("lstmgen-cache"))
+
+
 @pytest.fixture
 def alice() -> Path:
     return corpus_path("alice-gutenberg-11-utf8.txt")

@@ -3,8 +3,8 @@ import torch
 
 from lstmgen.errors import LstmgenError
 from lstmgen.generate import (SampleConfig, StepWeights, apply_top_k, apply_top_p, int8_available, next_tokens,
-                              pick_precision, step_weights, stream_tokens)
-from lstmgen.model import LSTMLanguageModel, ModelConfig, bf16_fast
+                              step_weights, stream_tokens)
+from lstmgen.model import LSTMLanguageModel, ModelConfig
 
 PRECISIONS = ["fp32", "bf16"] + (["int8"] if int8_available(torch.device("cpu")) else [])
 
@@ -106,16 +106,6 @@ def test_flattened_steps_match_the_full_model(input_mode, layers, hidden, precis
     assert torch.equal(stepped.argmax(-1), full[0].argmax(-1)) or precision != "fp32"
 
 
-def test_auto_precision_follows_the_measured_rule():
-    cpu = torch.device("cpu")
-    small = pick_precision("auto", 1, cpu)
-    assert small == ("int8" if int8_available(cpu) else "fp32")
-    assert pick_precision("auto", 256, cpu) == ("bf16" if bf16_fast(cpu) else "fp32")
-    assert pick_precision("fp32", 1, cpu) == "fp32"
-    with pytest.raises(LstmgenError, match="--precision int8 needs a CPU"):
-        pick_precision("int8", 1, torch.device("meta"))
-
-
 def test_step_weights_are_rebuilt_when_the_model_changes():
     model = tiny()
     first = step_weights(model, "fp32")
@@ -161,3 +151,15 @@ def test_cuda_graph_steps_give_the_full_models_greedy_text(precision):
         logits, _, _ = model(torch.tensor([prompt + tokens], device="cuda")[:, :-1])
     expected = logits[0, len(prompt) - 1:].argmax(-1).tolist()
     assert sum(a == b for a, b in zip(tokens, expected)) >= 98  # bf16 may flip a near-tie
+
+
+def test_draw_follows_the_probabilities_and_never_takes_an_impossible_token():
+    from lstmgen.generate import draw
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(40_000, 1)
+    tokens = draw(probs, torch.Generator().manual_seed(1))
+    counts = torch.bincount(tokens, minlength=6).float() / len(tokens)
+    assert counts[0] == counts[2] == counts[5] == 0  # zero at the start, the middle and the end
+    assert torch.allclose(counts, probs[0], atol=0.01)
+    one_hot = torch.tensor([[0.0, 0.0, 1.0]])
+    assert draw(one_hot, torch.Generator().manual_seed(0)).tolist() == [2]

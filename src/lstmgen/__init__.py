@@ -15,7 +15,7 @@ _EXPORTS = {
     "train": "api", "resume": "api", "load": "api", "LanguageModel": "api",
     "CorpusConfig": "corpus", "read_corpus": "corpus",
     "LstmgenError": "errors", "EvalResult": "evaluate", "SampleConfig": "generate",
-    "ModelConfig": "model", "TrainConfig": "training", "TrainResult": "training",
+    "ModelConfig": "model", "machine_report": "doctor", "PrecisionChoice": "precision", "TrainConfig": "training", "TrainResult": "training",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights for each generation step; auto picks the fastest measured (default auto)")
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
 
+    p = sub.add_parser("doctor", help="what this machine is and what --precision auto picks on it (for bug reports)")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the model to time (default: the bundled Alice model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--json", action="store_true", help="print the report as JSON, every CPU flag included")
+
     p = sub.add_parser("evaluate", help="held-out loss of a model")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("text_file", nargs="?", metavar="TEXT_FILE", help="default: the run's own validation split")
@@ -381,7 +386,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+def cmd_doctor(args) -> int:
+    from .doctor import format_report, machine_report
+
+    report = machine_report(args.run_dir, device=args.device)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+COMMANDS = {"doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LstmgenError
-from .model import LSTMLanguageModel, bf16_fast
+from .model import LSTMLanguageModel
+from .precision import PrecisionChoice, choose
 
 
 STEP_PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -47,8 +48,10 @@ class SampleConfig:
     precision: str = "auto"
     """Weights for the one-token steps: 'fp32'; 'bf16'; 'int8' (8-bit weights
     with one scale per row, bf16 activations; CPU only); or 'auto', the
-    fastest measured for the batch (BENCHMARKS.md). The prompt is always read
-    in fp32. bf16 and int8 change the held-out loss by about 1e-4 nats."""
+    fastest of them timed on this machine for this model and batch (fp32
+    unless another wins by over 5%; measured once, then cached). The prompt
+    is always read in fp32. bf16 and int8 change the held-out loss by about
+    1e-4 nats."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -106,8 +109,19 @@ def next_tokens(logits: torch.Tensor, config: SampleConfig, generator: torch.Gen
     logits = apply_temperature(logits.float(), config.temperature)
     logits = apply_top_k(logits, config.top_k)
     logits = apply_top_p(logits, config.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw(torch.softmax(logits, dim=-1), generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of ``probs`` (N, V), by inverting the cumulative
+    distribution at a uniform number. On a CPU this is 2× to 4× faster than
+    torch.multinomial at 64 to 256 rows (90 against 204 µs at 64, softmax
+    included), which is 5% of a 64-stream step of the bundled model. A token
+    of probability 0 is never drawn: its cumulative value equals the one
+    before it, and the search takes the first value above the draw."""
+    cdf = probs.cumsum(dim=-1)  # (N, V)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.size(-1) - 1).squeeze(-1)
 
 
 def int8_available(device: torch.device) -> bool:
@@ -115,25 +129,47 @@ def int8_available(device: torch.device) -> bool:
     return device.type == "cpu" and hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
-# Batches up to this size are bound by reading the weights (bundled model,
-# 2 cores: 7.2 MB of fp32 weights per step take 141 µs at the measured 51 GB/s);
-# larger ones by arithmetic. BENCHMARKS.md, "Generation".
-_SMALL_BATCH = 16
+def step_precision(model: LSTMLanguageModel, requested: str, batch: int) -> PrecisionChoice:
+    """The weights' precision for one-token steps of ``batch`` streams: the
+    requested one, or for 'auto' the fastest of fp32, bf16 and int8 timed on
+    this model's own steps (lstmgen.precision).
 
-
-def pick_precision(requested: str, batch: int, device: torch.device) -> str:
+    Measured so far on 2-core CPUs: int8 won at 1 to 8 streams (reading the
+    weights bounds a small batch, and int8 weights are a quarter of the
+    bytes), bf16 won from 64 streams with AMX, and fp32 won at 64 streams
+    with AVX512-BF16 and no AMX (BENCHMARKS.md, "Generation").
+    """
+    device = model.head.weight.device
     if requested == "int8" and not int8_available(device):
         raise LstmgenError(f"--precision int8 needs a CPU and PyTorch 2.3 or later (here: {device}, torch "
                            f"{torch.__version__}); use --precision bf16 or fp32")
     if requested != "auto":
-        return requested
-    if device.type != "cpu":
-        return "fp32"  # on an H200, bf16 steps were no faster at 1 to 256 streams
-    if batch <= _SMALL_BATCH:
-        # int8 weights are a quarter of the bytes; bf16 matrix-vector kernels
-        # were slower than fp32 ones on the CPU we measured.
-        return "int8" if int8_available(device) else "fp32"
-    return "bf16" if bf16_fast(device) else "fp32"
+        return PrecisionChoice(requested, "requested")
+    # Time a power of two at or above the batch, so that one timing serves
+    # every batch size in between.
+    timed = 1 << max(batch - 1, 0).bit_length()
+    candidates = {name: _step_call(model, name, timed) for name in ("fp32", "bf16", "int8")
+                  if name != "int8" or int8_available(device)}
+    cfg = model.config
+    shape = {"vocab": cfg.vocab_size, "hidden": cfg.hidden_size, "layers": cfg.num_layers,
+             "input": cfg.input_mode, "input_size": cfg.input_size, "streams": timed}
+    return choose("generation step", shape, candidates, device, f"one step of {timed} streams", tokens=timed)
+
+
+def _step_call(model: LSTMLanguageModel, precision: str, batch: int):
+    """A factory of one generation step of ``batch`` streams, as one call."""
+    def make():
+        stepper = step_weights(model, precision)
+        device, cfg = model.head.weight.device, model.config
+        token = torch.randint(cfg.vocab_size, (batch,), device=device)
+        h = [torch.randn(batch, cfg.hidden_size, device=device) * 0.5 for _ in range(cfg.num_layers)]
+        c = [torch.randn(batch, cfg.hidden_size, device=device) for _ in range(cfg.num_layers)]
+
+        def call():
+            with torch.inference_mode():
+                stepper.step(token, h, c)
+        return call
+    return make
 
 
 class StepWeights:
@@ -191,18 +227,19 @@ class StepWeights:
             return w.to(torch.bfloat16)
         return w
 
-    def _matmul(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """(N, in) fp32 -> (N, out) fp32."""
+    def _matmul(self, i: int, x: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+        """x·Wᵢᵀ + add: (N, in) fp32 -> (N, out) fp32; ``add`` is (out,) or (N, out).
+        In fp32 the addition happens inside the product (addmm), one pass fewer."""
         w = self.mats[i]
         if self.precision == "int8":
             q, scale, pad = w
             x = x.to(torch.bfloat16)
             if pad:
                 x = F.pad(x, (0, pad))
-            return torch.ops.aten._weight_int8pack_mm(x, q, scale).float()
+            return torch.ops.aten._weight_int8pack_mm(x, q, scale).float().add_(add)
         if self.precision == "bf16":
-            return F.linear(x.to(torch.bfloat16), w).float()
-        return F.linear(x, w)
+            return F.linear(x.to(torch.bfloat16), w).float().add_(add)
+        return torch.addmm(add, x, w.t())
 
     def _cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.hidden_size
@@ -217,18 +254,14 @@ class StepWeights:
             gates = self.table[token]  # (N, 4H)
         else:
             gates = F.linear(self.model.embed(token.unsqueeze(1))[:, 0], self.w_ih0, self.b0)
-        gates = gates + self._matmul(0, h[0])
-        x, c0 = self._cell(gates, c[0])
+        x, c0 = self._cell(self._matmul(0, h[0], gates), c[0])
         new_h, new_c = [x], [c0]
         for layer in range(1, self.num_layers):
-            gates = self._matmul(layer, torch.cat([x, h[layer]], 1))  # (N, 4H)
-            gates += self.biases[layer]
+            gates = self._matmul(layer, torch.cat([x, h[layer]], 1), self.biases[layer])  # (N, 4H)
             x, cl = self._cell(gates, c[layer])
             new_h.append(x)
             new_c.append(cl)
-        logits = self._matmul(self.num_layers, x)
-        logits += self.biases[-1]
-        return logits, new_h, new_c
+        return self._matmul(self.num_layers, x, self.biases[-1]), new_h, new_c
 
 
 # Built once per model, precision and weight version: quantizing costs a few
@@ -296,7 +329,7 @@ def stream_tokens(
     model.eval()
     device = model.head.weight.device
     n = config.num_samples
-    stepper = step_weights(model, pick_precision(config.precision, n, device))
+    stepper = step_weights(model, step_precision(model, config.precision, n).precision)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ids = torch.tensor(prompt_ids, dtype=torch.long, device=device).unsqueeze(0)  # (1, P)
     # Read the whole prompt in one call (nn.LSTM's kernel is fastest for

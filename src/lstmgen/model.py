@@ -193,17 +193,44 @@ _LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def dropout(x: torch.Tensor, p: float, training: bool, locked: bool = False) -> torch.Tensor:
-    """Inverted dropout, as F.dropout. On a CPU the mask comes from one uniform
-    draw compared with p: 3.5 ms against 9.5 ms for F.dropout's bernoulli_ on
-    a (16, 128, 384) activation (2 cores). ``locked``: x is (B, T, H) and one
-    (B, 1, H) mask serves every time step."""
+    """Inverted dropout, as F.dropout, with a cheaper mask on the CPU (see
+    keep_mask). ``locked``: x is (B, T, H) and one (B, 1, H) mask serves
+    every time step."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" and not locked:
         return F.dropout(x, p, True)
     shape = (x.size(0), 1, x.size(2)) if locked else x.shape
-    keep = torch.rand(shape, device=x.device) >= p
-    return x * (keep * (1.0 / (1.0 - p))).to(x.dtype)
+    keep, scale = keep_mask(shape, p, x.device)
+    return x * keep * scale
+
+
+# Uniform 16-bit numbers compared with p·2^16 decide each element.
+_MASK_LEVELS = 1 << 16
+
+
+def keep_mask(shape, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
+    """A boolean mask that keeps each element with probability 1 - p, and the
+    scale that keeps the expectation exact.
+
+    On a CPU, PyTorch draws one random number per element, and that draw is
+    most of dropout's cost: 3.0 ms for the 590 k elements of a 1,536 × 384
+    recurrent matrix (2 cores), against 1.2 ms for a quarter as many 64-bit
+    numbers cut into four 16-bit ones each. The 16-bit threshold rounds p to
+    a multiple of 2^-16; the scale uses the rounded value, so the mask stays
+    unbiased.
+    """
+    numel = math.prod(shape)
+    if device.type != "cpu":
+        keep = torch.rand(shape, device=device) >= p
+        return keep, 1.0 / (1.0 - p)
+    drop_levels = min(round(p * _MASK_LEVELS), _MASK_LEVELS - 1)
+    # random_(from, to) draws uniformly from [from, to): all 64 bits random
+    # (but for one value), unlike random_(), which leaves the sign bit 0.
+    words = torch.empty(-(-numel // 4), dtype=torch.int64).random_(-2**63, 2**63 - 1)
+    bits = words.view(torch.int16)[:numel].view(shape)  # uniform on [-2^15, 2^15)
+    keep = bits >= drop_levels - _MASK_LEVELS // 2
+    return keep, _MASK_LEVELS / (_MASK_LEVELS - drop_levels)
 
 
 def flops_per_token(config: ModelConfig) -> int:
@@ -215,16 +242,6 @@ def flops_per_token(config: ModelConfig) -> int:
         total += 2 * 4 * h * (inp + h)
     total += 2 * h * config.vocab_size
     return total
-
-
-def bf16_fast(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matrix products natively."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # AVX-512 BF16 or AMX: oneDNN runs bf16 matmuls natively
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def nats_to_bits(loss_nats: float) -> float:

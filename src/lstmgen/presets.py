@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import LstmgenError
@@ -67,6 +68,39 @@ PRESETS: dict[str, dict[str, dict]] = {
 
 # The preset used when none is named: the best recipe for its 5-minute budget.
 PRESETS = {"default": PRESETS["cpu-5min"], **PRESETS}
+
+
+@dataclass(frozen=True)
+class SpeedFloor:
+    """A preset's model pays off within its budget only on a machine that
+    trains it this fast; on a slower one the preset trains ``slower`` instead."""
+
+    chars_per_second: float
+    """Measured training speed of the preset's own model, below which ``slower`` is used."""
+    slower: dict
+    """Model settings that replace the preset's on a slower machine."""
+    evidence: str
+    """What the floor rests on (said in the log when it applies)."""
+
+
+# cpu-20min's 2 × 512 model reached 1.4544 nats on Tiny Shakespeare in 20
+# minutes at 12,491 characters/s (AMX, bf16) but 1.4710 at 7,813 (AVX512-BF16
+# without AMX, fp32), so it needs about 9,000. The 2 × 384 model reached
+# 1.4649 at 7,143 (AVX2, fp32): more steps beat more units there
+# (BENCHMARKS.md, "Each kind of CPU").
+SPEED_FLOORS = {
+    "cpu-20min": SpeedFloor(9_000, {"hidden_size": 384, "dropout": 0.4, "weight_dropout": 0.2},
+                            "2 × 384 reached 1.4649 nats on Tiny Shakespeare in 20 minutes at 7,143 "
+                            "characters/s, where 2 × 512 needs about 9,000"),
+}
+
+
+def speed_floor(preset: str, overrides: dict) -> SpeedFloor | None:
+    """The preset's speed floor, unless the user set any of the settings it would change."""
+    floor = SPEED_FLOORS.get(preset)
+    if floor is None or any(overrides.get(key) is not None for key in floor.slower):
+        return None
+    return floor
 
 
 def get_preset(name: str) -> dict[str, dict]:

@@ -22,7 +22,9 @@ from .corpus import CorpusConfig, read_corpus
 from .data import StreamBatches, WindowBatches, load_split, release_pages, save_split, split_ids
 from .errors import LstmgenError, TrainingInterrupted
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
-from .model import LSTMLanguageModel, ModelConfig, bf16_fast
+from .model import LSTMLanguageModel, ModelConfig
+from .precision import PrecisionChoice, cannot, choose
+from .presets import SpeedFloor
 from .tokenizer import TokenizerConfig, tokenizer_from_dict
 
 FRAMINGS = ("stream", "windows")
@@ -85,8 +87,9 @@ class TrainConfig:
     """'auto' (CUDA when present), 'cpu' or 'cuda'."""
     precision: str = "auto"
     """'fp32', 'bf16' (autocast: matrix products in bfloat16, weights and
-    optimizer in fp32), or 'auto': bf16 on CPUs that run it natively (AMX or
-    AVX-512 BF16), else fp32. Validation always runs in fp32."""
+    optimizer in fp32), or 'auto': whichever of the two a short timing of this
+    model's shapes finds faster on this machine (fp32 unless bf16 wins by
+    over 5%). Validation always runs in fp32."""
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -190,32 +193,120 @@ def sample_excerpts(text: str, rng: random.Random, count: int = 32, length: int 
     return out
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
+# Training precision is timed on this many time steps of the real batch:
+# enough for the recurrence to dominate, short enough to finish well under a second.
+_TIMED_STEPS = 32
 
-    'auto' picks bf16 only on CPUs that run it natively: there it trained the
-    default preset 1.6-1.8× faster. On an H200, cuDNN's LSTM in fp32 (which may
-    use TF32) was as fast or faster than bf16 autocast at every batch size
-    measured (BENCHMARKS.md), so 'auto' stays fp32 on CUDA.
+
+def training_precision(model_config: ModelConfig, config: TrainConfig, batch_rows: int,
+                       device: torch.device) -> PrecisionChoice:
+    """The precision to train in: the requested one, or for 'auto' the faster
+    of fp32 and bf16 autocast, timed on this model's shapes (lstmgen.precision).
+
+    Measured so far: bf16 trained the default preset 1.6-1.8× faster on a
+    CPU with AMX, 0.63× as fast on one with AVX512-BF16 and no AMX, and not
+    at all on one with neither (oneDNN has no bf16 LSTM there); on an H200
+    cuDNN's fp32 was as fast as bf16 (BENCHMARKS.md).
     """
-    if precision == "fp32" or (precision == "auto" and (device.type != "cpu" or not bf16_fast(device))):
-        return None
-    return torch.bfloat16
+    steps = min(config.seq_len, _TIMED_STEPS)
+    if config.precision != "auto":
+        if config.precision == "bf16":
+            _check_runs(_training_call(model_config, config, 2, 2, device, torch.bfloat16), device)
+        return PrecisionChoice(config.precision, "requested")
+    candidates = {"fp32": lambda: _training_call(model_config, config, batch_rows, steps, device, None)}
+    if device.type == "cpu" or torch.cuda.is_bf16_supported():
+        candidates["bf16"] = lambda: _training_call(model_config, config, batch_rows, steps, device, torch.bfloat16)
+    shape = {"model": model_config.to_dict(), "batch": batch_rows, "steps": steps, "framing": config.framing}
+    return choose("training", shape, candidates, device, f"forward and backward of {batch_rows} × {steps} tokens",
+                  tokens=batch_rows * steps)
+
+
+def _training_call(model_config: ModelConfig, config: TrainConfig, rows: int, steps: int, device: torch.device,
+                   dtype: torch.dtype | None):
+    """A forward and backward pass of a fresh model of this shape, as one call."""
+    windows = config.framing == "windows"
+    model = LSTMLanguageModel(model_config).to(device).train()
+    x = torch.randint(model_config.vocab_size, (rows, steps), device=device)
+    y = x[:, -1] if windows else x
+
+    def call():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            _, loss, _ = model(x, None, y, last_only=windows)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    return call
+
+
+def fit_to_speed(model_config: ModelConfig, floor: SpeedFloor, config: TrainConfig, rows: int,
+                 device: torch.device, info: D.Dist, log) -> tuple[ModelConfig, dict]:
+    """``model_config``, or the floor's slower settings where this machine
+    trains ``model_config`` below the floor (timed as --precision auto times
+    it, in the precision the run would use; agreed across DDP processes)."""
+    choice = agreed_training_precision(model_config, config, rows, device, info)
+    measured = choice.tokens_per_second if info.is_main else None
+    rate = D.agree(info, [measured * info.world if measured else 0.0], device)[0]
+    check = {"chars_per_second_needed": floor.chars_per_second, "chars_per_second_measured": round(rate, 1),
+             "precision": choice.precision}
+    if not rate or rate >= floor.chars_per_second:
+        return model_config, dict(check, slower_settings_used=False)
+    slower = ModelConfig.from_dict(dict(model_config.to_dict(), **floor.slower))
+    log(f"lstmgen: this machine trains the preset's {model_config.num_layers} × {model_config.hidden_size} model at "
+        f"about {rate:,.0f} characters/s ({choice.precision}), under the {floor.chars_per_second:,.0f} it needs; "
+        f"training {', '.join(f'{k}={v}' for k, v in floor.slower.items())} instead ({floor.evidence})")
+    return slower, dict(check, slower_settings_used=True, slower_settings=floor.slower)
+
+
+def _check_runs(call, device: torch.device) -> None:
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            call()
+        except RuntimeError as exc:
+            raise LstmgenError(f"--precision bf16 does not work on this machine ({cannot(exc)}); "
+                               "use --precision auto or fp32") from None
+
+
+def agreed_training_precision(model_config: ModelConfig, config: TrainConfig, batch_rows: int,
+                              device: torch.device, info: D.Dist) -> PrecisionChoice:
+    """The first process measures; every process of a DDP run takes its answer."""
+    if not info.enabled:
+        return training_precision(model_config, config, batch_rows, device)
+    choice = training_precision(model_config, config, batch_rows, device) if info.is_main else None
+    names = ("fp32", "bf16")
+    index = int(D.agree(info, [float(names.index(choice.precision)) if choice else 0.0], device)[0])
+    return choice or PrecisionChoice(names[index], "measured by the first process")
+
+
+def make_optimizer(model: LSTMLanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, or AdamW with decay on the weight matrices only.
+
+    The fused implementation updates every parameter in one kernel: 5% of a
+    default-preset step on a 2-core CPU (benchmarks/training.py). PyTorch
+    before 2.4 has no fused CPU kernel and gets the per-tensor loop.
+    """
+    if config.weight_decay > 0:
+        matrices = [p for p in model.parameters() if p.dim() >= 2]
+        others = [p for p in model.parameters() if p.dim() < 2]
+        groups = [{"params": matrices, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
+        kind = torch.optim.AdamW
+    else:
+        groups, kind = list(model.parameters()), torch.optim.Adam
+    try:
+        return kind(groups, lr=config.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return kind(groups, lr=config.lr)
 
 
 class Trainer:
-    def __init__(self, model: LSTMLanguageModel, config: TrainConfig, device: torch.device):
+    def __init__(self, model: LSTMLanguageModel, config: TrainConfig, device: torch.device,
+                 precision: PrecisionChoice | None = None):
+        """``precision``: the choice for this run (default: made now for a
+        batch of ``config.batch_size``)."""
         self.model = model
         self.config = config
         self.device = device
-        if config.weight_decay > 0:
-            matrices = [p for p in model.parameters() if p.dim() >= 2]
-            others = [p for p in model.parameters() if p.dim() < 2]
-            self.optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": config.weight_decay},
-                                                {"params": others, "weight_decay": 0.0}], lr=config.lr)
-        else:
-            self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        self.autocast = autocast_dtype(config.precision, device)
+        self.optimizer = make_optimizer(model, config)
+        self.precision = precision or training_precision(model.config, config, config.batch_size, device)
+        self.autocast = torch.bfloat16 if self.precision.precision == "bf16" else None
 
     def step(self, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carried):
         """One optimizer step on the batch (x, y). ``train_model`` is the model
@@ -442,11 +533,13 @@ def train(
     progress: bool = True,
     log=print,
     tokenizer_config: TokenizerConfig | None = None,
+    speed_floor: SpeedFloor | None = None,
 ) -> TrainResult:
     """Train a new model on a text file and write checkpoints to ``out_dir``.
 
     ``model_options`` are ModelConfig fields except vocab_size, which comes
-    from the corpus.
+    from the corpus. ``speed_floor``: train its slower settings instead if
+    this machine trains the model slower than its floor.
     """
     corpus_config = corpus_config or CorpusConfig()
     config = train_config or TrainConfig(max_minutes=5.0)
@@ -459,7 +552,7 @@ def train(
     finished = False
     try:
         result = _train(corpus_path, out, model_options, corpus_config, config, force, progress, log,
-                        tokenizer_config, info)
+                        tokenizer_config, info, speed_floor)
         finished = True
         return result
     finally:
@@ -467,7 +560,7 @@ def train(
 
 
 def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, config: TrainConfig, force: bool,
-           progress: bool, log, tokenizer_config, info: D.Dist) -> TrainResult:
+           progress: bool, log, tokenizer_config, info: D.Dist, speed_floor: SpeedFloor | None = None) -> TrainResult:
     prepare_run_dir(out, force)
     D.barrier(info)
     if force and info.is_local_main:
@@ -543,12 +636,15 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
             batch_size = max(1, fit)
             log(f"lstmgen: the training text is short, so --batch-size is lowered to {batch_size}")
 
-    D.check_batch(info, batch_size)
+    rows = D.check_batch(info, batch_size)
     device = D.device_for(info, config.device) or pick_device(config.device)
-    torch.manual_seed(config.seed)
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **(model_options or {}))
+    speed_check = None
+    if speed_floor is not None:
+        model_config, speed_check = fit_to_speed(model_config, speed_floor, config, rows, device, info, log)
+    torch.manual_seed(config.seed)
     model = LSTMLanguageModel(model_config).to(device)
-    trainer = Trainer(model, config, device)
+    trainer = Trainer(model, config, device, agreed_training_precision(model_config, config, rows, device, info))
     meta_base = {
         "train": config.to_dict(),
         "effective_batch_size": batch_size,
@@ -557,6 +653,8 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
         "corpus_chars": corpus_chars,
         "prompt_excerpts": excerpts,
     }
+    if speed_check is not None:
+        meta_base["speed_check"] = speed_check
     log(f"lstmgen: {corpus_chars:,} characters, vocabulary {tokenizer.vocab_size}, "
         f"{len(split.train):,} for training and {len(split.val):,} held out; "
         f"model {model.num_parameters():,} parameters on {device}"
@@ -597,7 +695,8 @@ def resume(run_dir: str | os.PathLike, progress: bool = True, log=print, **limit
     try:
         device = D.device_for(info, config.device) or pick_device(config.device)
         model = checkpoint.model.to(device).train()
-        trainer = Trainer(model, config, device)
+        rows = D.check_batch(info, meta["effective_batch_size"])
+        trainer = Trainer(model, config, device, agreed_training_precision(model.config, config, rows, device, info))
         tensors, data = load_trainer_state(last)
         position, carried = _restore_trainer_state(trainer.optimizer, tensors, data, device, info)
         result = _resume(out, checkpoint, meta, config, trainer, position, carried, progress, log, info)
@@ -631,6 +730,8 @@ def _run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, sp
          info: D.Dist = D.SINGLE) -> TrainResult:
     model, config, device = trainer.model, trainer.config, trainer.device
     rows = D.check_batch(info, batch_size)
+    meta_base = dict(meta_base, precision_chosen={"training": trainer.precision.to_dict()})
+    log(f"lstmgen: {trainer.precision.describe('training')}")
     first_row = info.rank * rows  # this rank's share of every batch
     train_model = model
     if info.enabled:
