@@ -218,3 +218,18 @@ def test_impossible_regularizer_settings_are_refused(kwargs, message):
 
     with pytest.raises(LstmgenError, match=message):
         ModelConfig(vocab_size=10, hidden_size=32, **kwargs)
+
+
+def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    """weights_sha256 identifies weights: a second save of them must not differ by a byte."""
+    from lstmgen.checkpoint import save_checkpoint
+    from lstmgen.corpus import CorpusConfig
+    from lstmgen.tokenizer import CharTokenizer
+
+    model = LSTMLanguageModel(ModelConfig(vocab_size=3, hidden_size=8, embedding_dim=4))
+    tokenizer = CharTokenizer.from_text("abc")
+    files = []
+    for name in ("a", "b", "c", "d"):
+        save_checkpoint(tmp_path / name, model, tokenizer, CorpusConfig(), {})
+        files.append((tmp_path / name / "model.safetensors").read_bytes())
+    assert all(f == files[0] for f in files)

@@ -124,7 +124,10 @@ def save_checkpoint(
         tensors = {k: v.detach().to("cpu", weights_dtype).contiguous() for k, v in model.state_dict().items()}
         if model.config.tie_weights:
             del tensors["head.weight"]  # the embedding itself; safetensors refuses shared tensors
-        _save_tensors(tensors, tmp / WEIGHTS, {"format": "lstmgen", "format_version": str(FORMAT_VERSION)})
+        # One metadata key only: safetensors writes its metadata in a random
+        # order, so two keys made the bytes (and weights_sha256) of identical
+        # weights differ from save to save. The version is in config.json.
+        _save_tensors(tensors, tmp / WEIGHTS, {"format": "lstmgen"})
         config = {
             "format": "lstmgen",
             "format_version": FORMAT_VERSION,
