@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-at-loss", type=_number, metavar="NATS",
                    help="stop once the held-out loss reaches this many nats")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="bf16 autocast for training; auto uses it where the hardware runs bf16 natively")
+                   help="bf16 autocast for training; auto times fp32 and bf16 on this machine and takes the faster")
 
     p = sub.add_parser("generate", help="generate text from a trained model")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=_positive_int, default=1)
     p.add_argument("--seed", type=_positive_int)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
-                   help="weights for each generation step; auto picks the fastest measured (default auto)")
+                   help="weights for each generation step; auto times each on this machine and takes the fastest "
+                        "(default auto)")
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
 
     p = sub.add_parser("doctor", help="what this machine is and what --precision auto picks on it (for bug reports)")

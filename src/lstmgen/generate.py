@@ -153,7 +153,8 @@ def step_precision(model: LSTMLanguageModel, requested: str, batch: int) -> Prec
     cfg = model.config
     shape = {"vocab": cfg.vocab_size, "hidden": cfg.hidden_size, "layers": cfg.num_layers,
              "input": cfg.input_mode, "input_size": cfg.input_size, "streams": timed}
-    return choose("generation step", shape, candidates, device, f"one step of {timed} streams", tokens=timed)
+    streams = f"{timed} stream{'s' if timed > 1 else ''}"
+    return choose("generation step", shape, candidates, device, f"one step of {streams}", tokens=timed)
 
 
 def _step_call(model: LSTMLanguageModel, precision: str, batch: int):

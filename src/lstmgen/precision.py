@@ -58,11 +58,12 @@ class PrecisionChoice:
     """'fp32', 'bf16' or 'int8': what the work runs in."""
     how: str
     """'requested' (forced by the user), 'measured' (timed now), 'cached'
-    (timed earlier on this machine), or 'fixed' (nothing else runs here)."""
+    (timed earlier on this machine), or, in the other processes of a DDP
+    run, 'measured by the first process'."""
     ms: dict[str, float] = field(default_factory=dict)
     """Fastest time of one timed call per candidate, in milliseconds."""
     ruled_out: dict[str, str] = field(default_factory=dict)
-    """Candidates not timed, with the reason."""
+    """Candidates that failed, or were dropped after one round as emulated, with the reason."""
     timed: str = ""
     """What one timed call does."""
     measure_s: float | None = None
@@ -80,13 +81,11 @@ class PrecisionChoice:
         """One line for the log: ``task`` is e.g. 'training' or 'generation, 64 streams'."""
         if self.how == "requested":
             return f"{task} in {self.precision} (as requested)"
-        if self.how == "fixed":
-            return f"{task} in {self.precision} ({self.timed})"
         parts = [f"{name} {ms:.2f} ms" for name, ms in self.ms.items()]
         parts += [f"{name} ruled out: {why}" for name, why in self.ruled_out.items()]
         when = "" if self.how == "measured" else " earlier on this machine"
         if len(self.ms) == 1:
-            return f"{task} in {self.precision}, the only one that runs well here (measured{when}: {'; '.join(parts)})"
+            return f"{task} in {self.precision}, the only candidate left ({self.timed}{when}: {'; '.join(parts)})"
         return f"{task} in {self.precision}, the fastest measured{when} ({self.timed}: {'; '.join(parts)})"
 
     def to_dict(self) -> dict:
@@ -198,9 +197,10 @@ def choose(task: str, shape: dict, candidates: dict[str, Callable[[], Call]], de
     machine; with ``task`` it is the cache key.
     """
     key = json.dumps([task, shape], sort_keys=True)
-    cached = _read_cache(device).get(key)
-    if cached is not None:
-        return PrecisionChoice(**dict(cached, how="cached"))
+    try:
+        return PrecisionChoice(**dict(_read_cache(device)[key], how="cached"))
+    except (KeyError, TypeError):  # not measured yet, or an entry this version cannot read
+        pass
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         calls, ruled_out = _warm_up(candidates)

@@ -640,7 +640,7 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
     device = D.device_for(info, config.device) or pick_device(config.device)
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **(model_options or {}))
     speed_check = None
-    if speed_floor is not None:
+    if speed_floor is not None and tokenizer.level == "char":  # the floors are in characters per second
         model_config, speed_check = fit_to_speed(model_config, speed_floor, config, rows, device, info, log)
     torch.manual_seed(config.seed)
     model = LSTMLanguageModel(model_config).to(device)
