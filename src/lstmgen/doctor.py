@@ -9,7 +9,7 @@ import torch
 
 from . import __version__
 from .machine import cpu_info, matmul_peak, torch_build
-from .precision import cache_dir
+from .precision import PrecisionChoice, cache_dir
 
 STREAMS = (1, 64)
 
@@ -74,7 +74,5 @@ def format_report(report: dict) -> str:
 
 
 def _choice_line(task: str, choice: dict) -> str:
-    from .precision import PrecisionChoice
-
     fields = {k: v for k, v in choice.items() if k in PrecisionChoice.__dataclass_fields__}
     return PrecisionChoice(**fields).describe(task)
