@@ -24,8 +24,9 @@ import time
 import torch
 
 import lstmgen
-from lstmgen.corpus import read_corpus
-from lstmgen.generate import SampleConfig, int8_available, step_precision
+from lstmgen.text.corpus import read_corpus
+from lstmgen.sampling.config import SampleConfig
+from lstmgen.sampling.steps import int8_available, step_precision
 from lstmgen.precision import PrecisionChoice
 
 from common import ALICE, machine, print_table, require, start, sync, write_json

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 import lstmgen
-from lstmgen.corpus import read_corpus
-from lstmgen.data import split_ids
-from lstmgen.generate import SampleConfig
-from lstmgen.presets import resolve
+from lstmgen.text.corpus import read_corpus
+from lstmgen.text.batches import split_ids
+from lstmgen.sampling.config import SampleConfig
+from lstmgen.training.presets import resolve
 
 from common import ALICE, machine, print_table, require, write_json
 

@@ -83,7 +83,7 @@ def main() -> None:
                                                   "--force", "--max-steps", str(args.steps), "--eval-every", "100000"])
         # A whole epoch of the default preset's batches (no model): every page
         # of the token file is read once, which is what a long run does.
-        epoch_script = ("import sys; from pathlib import Path; from lstmgen.data import load_split, StreamBatches, "
+        epoch_script = ("import sys; from pathlib import Path; from lstmgen.text.batches import load_split, StreamBatches, "
                         "release_pages; s = load_split(Path(sys.argv[1])); b = StreamBatches(s.train, 16, 128)\n"
                         "for i in range(len(b)):\n    b.batch(i)\n    if i % 256 == 0: release_pages(s.train)")
         epoch_mb, _, epoch_s = measure([sys.executable, "-c", epoch_script, str(work / "data")])

@@ -24,13 +24,14 @@ import time
 
 import torch
 
-from lstmgen.corpus import read_corpus
+from lstmgen.text.corpus import read_corpus
 from lstmgen.errors import LstmgenError
 from lstmgen.model import LSTMLanguageModel, ModelConfig
 from lstmgen.precision import PrecisionChoice
-from lstmgen.presets import resolve
-from lstmgen.tokenizer import CharTokenizer
-from lstmgen.training import Trainer, epoch_batches
+from lstmgen.training.presets import resolve
+from lstmgen.text.tokenizer import CharTokenizer
+from lstmgen.training.loop import epoch_batches
+from lstmgen.training.trainer import Trainer
 
 from common import ALICE, machine, print_table, require, start, sync, write_json
 

@@ -7,9 +7,9 @@ import pytest
 
 import lstmgen
 from lstmgen.api import BUNDLED_DIR
-from lstmgen.corpus import read_corpus
-from lstmgen.data import split_ids
-from lstmgen.generate import SampleConfig
+from lstmgen.text.corpus import read_corpus
+from lstmgen.text.batches import split_ids
+from lstmgen.sampling.config import SampleConfig
 
 from conftest import ROOT, corpus_path
 
@@ -53,7 +53,7 @@ def test_reduced_precision_steps_keep_the_held_out_loss(precision):
 
     import torch
 
-    from lstmgen.generate import StepWeights, int8_available
+    from lstmgen.sampling.steps import StepWeights, int8_available
 
     if precision == "int8" and not int8_available(torch.device("cpu")):
         pytest.skip("this PyTorch has no weight-only int8 kernel")

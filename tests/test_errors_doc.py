@@ -42,7 +42,7 @@ def scratch(tmp_path_factory):
     alice = corpus_path("alice-gutenberg-11-utf8.txt")
     assert main(["train", str(alice), "--out", str(d / "run"), "--max-steps", "2", "--hidden-size", "8",
                  "--num-layers", "1", "--embedding-dim", "4", "--batch-size", "2", "--seq-len", "8", "--quiet"]) == 0
-    from lstmgen.prepare import prepare
+    from lstmgen.text.prepare import prepare
 
     prepare([str(d / "short.txt")], d / "data-ok", progress=False, log=lambda *_: None)
     for name in ("no-weights", "corrupt-weights", "truncated-weights", "future-format"):

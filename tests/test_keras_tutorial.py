@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lstmgen.corpus import CorpusConfig, read_corpus
+from lstmgen.text.corpus import CorpusConfig, read_corpus
 from lstmgen.model import LSTMLanguageModel, ModelConfig
-from lstmgen.presets import resolve
+from lstmgen.training.presets import resolve
 
 from conftest import FIXTURES, corpus_path
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from lstmgen.checkpoint import load_checkpoint, save_checkpoint
-from lstmgen.corpus import CorpusConfig
+from lstmgen.text.corpus import CorpusConfig
 from lstmgen.evaluate import evaluate_stream, evaluate_windows
 from lstmgen.model import LSTMLanguageModel, ModelConfig
-from lstmgen.tokenizer import CharTokenizer
+from lstmgen.text.tokenizer import CharTokenizer
 
 
 def tiny(input_mode="embedding", layers=2, vocab=11, seed=0):
@@ -223,8 +223,8 @@ def test_impossible_regularizer_settings_are_refused(kwargs, message):
 def test_the_same_weights_save_to_the_same_bytes(tmp_path):
     """weights_sha256 identifies weights: a second save of them must not differ by a byte."""
     from lstmgen.checkpoint import save_checkpoint
-    from lstmgen.corpus import CorpusConfig
-    from lstmgen.tokenizer import CharTokenizer
+    from lstmgen.text.corpus import CorpusConfig
+    from lstmgen.text.tokenizer import CharTokenizer
 
     model = LSTMLanguageModel(ModelConfig(vocab_size=3, hidden_size=8, embedding_dim=4))
     tokenizer = CharTokenizer.from_text("abc")

@@ -10,10 +10,11 @@ import torch
 
 import lstmgen
 from lstmgen.errors import LstmgenError
-from lstmgen.generate import step_precision
+from lstmgen.sampling.steps import step_precision
 from lstmgen.model import LSTMLanguageModel, ModelConfig
 from lstmgen.precision import PrecisionChoice, cache_dir, choose, pick
-from lstmgen.training import TrainConfig, training_precision
+from lstmgen.training.config import TrainConfig
+from lstmgen.training.speed import training_precision
 
 from conftest import corpus_path, run_cli
 
@@ -196,8 +197,8 @@ def test_doctor_refuses_an_unknown_device_in_one_line():
 
 
 def test_a_preset_trains_its_slower_settings_on_a_machine_below_its_speed_floor(tmp_path):
-    from lstmgen.presets import SpeedFloor, speed_floor
-    from lstmgen.training import train
+    from lstmgen.training.presets import SpeedFloor, speed_floor
+    from lstmgen.training.start import train
 
     options = dict(hidden_size=48, num_layers=1, embedding_dim=8, dropout=0.0)
     config = TrainConfig(max_steps=1, batch_size=4, seq_len=16, eval_every=None)

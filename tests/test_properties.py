@@ -7,12 +7,14 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lstmgen.corpus import decode_bytes
+from lstmgen.text.corpus import decode_bytes
 from lstmgen.errors import LstmgenError
-from lstmgen.generate import SampleConfig, next_tokens, stream_tokens
-from lstmgen.gutenberg import strip_gutenberg
+from lstmgen.sampling.config import SampleConfig
+from lstmgen.sampling.processors import next_tokens
+from lstmgen.sampling.stream import stream_tokens
+from lstmgen.text.gutenberg import strip_gutenberg
 from lstmgen.model import LSTMLanguageModel, ModelConfig
-from lstmgen.tokenizer import CharTokenizer
+from lstmgen.text.tokenizer import CharTokenizer
 
 MARKER_LINES = [
     "*** START OF THE PROJECT GUTENBERG EBOOK 11 ***",
@@ -53,7 +55,7 @@ def test_stripper_never_crashes_never_invents_text_and_is_idempotent(text):
 @settings(max_examples=200, deadline=None)
 @given(gutenbergish, st.lists(st.integers(1, 50), min_size=1, max_size=8))
 def test_stripping_in_pieces_equals_stripping_whole(text, cuts):
-    from lstmgen.gutenberg import GutenbergFilter
+    from lstmgen.text.gutenberg import GutenbergFilter
 
     f = GutenbergFilter()
     pieces, start = [], 0

@@ -4,24 +4,37 @@
     lstmgen.train("alice.txt", "runs/alice", max_minutes=2)
     model = lstmgen.load("runs/alice")
     print(model.generate("Alice was", lstmgen.SampleConfig(max_new_tokens=200))[0])
+
+Everything the ``lstmgen`` command does goes through these names.
 """
 
 from importlib import import_module
 
 __version__ = "0.1.0"
 
-# Imported on first use, so that `lstmgen corpus` starts without loading torch.
+# name -> "module" or "module:attribute". Imported on first use, so that
+# `lstmgen corpus` and `lstmgen prepare` start without loading torch.
 _EXPORTS = {
-    "train": "api", "resume": "api", "load": "api", "LanguageModel": "api",
-    "CorpusConfig": "corpus", "read_corpus": "corpus",
-    "LstmgenError": "errors", "EvalResult": "evaluate", "SampleConfig": "generate",
-    "ModelConfig": "model", "machine_report": "doctor", "PrecisionChoice": "precision", "TrainConfig": "training", "TrainResult": "training",
+    # text → tokens
+    "CorpusConfig": "text.corpus", "read_corpus": "text.corpus", "decode_bytes": "text.corpus",
+    "summarize_corpus": "text.corpus:summarize", "TokenizerConfig": "text.tokenizer",
+    "prepare": "text.prepare:prepare_files", "PrepareResult": "text.prepare",
+    # model, training
+    "ModelConfig": "model", "TrainConfig": "training.config", "TrainResult": "training.config",
+    "PRESETS": "training.presets", "train": "api", "resume": "api",
+    # sampling, evaluation
+    "load": "api", "LanguageModel": "api", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
+    "EvalResult": "evaluate",
+    # the machine
+    "machine_report": "doctor", "format_report": "doctor", "PrecisionChoice": "precision",
+    "LstmgenError": "errors", "TrainingInterrupted": "errors",
 }
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
+    target = _EXPORTS.get(name)
+    if target is None:
         raise AttributeError(f"module 'lstmgen' has no attribute {name!r}")
-    return getattr(import_module(f".{module}", __name__), name)
+    module, _, attribute = target.partition(":")
+    return getattr(import_module(f".{module}", __name__), attribute or name)

@@ -1,4 +1,5 @@
-"""The Python API: ``lstmgen.train`` and ``lstmgen.load``. The CLI calls these."""
+"""The Python API: ``lstmgen.train``, ``resume`` and ``load`` with its LanguageModel.
+The command line calls only what ``lstmgen`` exports."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from typing import Iterator
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .corpus import normalize_text, read_corpus
-from .data import load_split
 from .errors import LstmgenError
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
-from .generate import SampleConfig, fresh_seed, stream_tokens
-from .tokenizer import UnknownReport
+from .sampling.config import SampleConfig, fresh_seed
+from .sampling.stream import stream_tokens
+from .text.batches import load_split
+from .text.corpus import normalize_text, read_corpus
+from .text.tokenizer import UnknownReport
 
 BUNDLED_DIR = Path(__file__).parent / "bundled" / "alice"
 
@@ -124,7 +126,7 @@ class LanguageModel:
 
     def evaluate_validation(self) -> EvalResult:
         """Loss on the run's own held-out split (``RUN_DIR/data/val.bin``)."""
-        from .training import run_data_dir
+        from .training.loop import run_data_dir
 
         data_dir = run_data_dir(self.path.parent, self.checkpoint.meta)
         if not (data_dir / "meta.json").exists():
@@ -159,8 +161,8 @@ def train(corpus_path, out_dir, preset: str = "default", *, force: bool = False,
 
         lstmgen.train("alice.txt", "runs/alice", preset="tutorial-small", max_minutes=2)
     """
-    from .presets import resolve, speed_floor
-    from .training import train as run_training
+    from .training.presets import resolve, speed_floor
+    from .training.start import train as run_training
 
     model_options, corpus_config, train_config, tokenizer_config = resolve(preset, **overrides)
     return run_training(corpus_path, out_dir, model_options, corpus_config, train_config,
@@ -170,7 +172,7 @@ def train(corpus_path, out_dir, preset: str = "default", *, force: bool = False,
 
 def resume(run_dir, *, progress: bool = True, log=print, epochs=None, max_steps=None, max_minutes=None):
     """Continue a run exactly where its last checkpoint left it; the limits may be raised."""
-    from .training import resume as resume_training
+    from .training.start import resume as resume_training
 
     return resume_training(run_dir, progress=progress, log=log, epochs=epochs, max_steps=max_steps,
                            max_minutes=max_minutes)

@@ -27,10 +27,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .corpus import CorpusConfig
+from .text.corpus import CorpusConfig
 from .errors import LstmgenError
 from .model import LSTMLanguageModel, ModelConfig
-from .tokenizer import CharTokenizer, tokenizer_from_dict
+from .text.tokenizer import CharTokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"

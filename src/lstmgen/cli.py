@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import LstmgenError, TrainingInterrupted
-from .presets import PRESETS
+import lstmgen
+from lstmgen import LstmgenError, TrainingInterrupted
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -75,15 +75,13 @@ def _add_corpus_options(p: argparse.ArgumentParser) -> None:
 
 
 def _corpus_config(args):
-    from .corpus import CorpusConfig
-
-    return CorpusConfig(encoding=args.encoding, keep_header=bool(args.keep_header), lowercase=bool(args.lowercase),
+    return lstmgen.CorpusConfig(encoding=args.encoding, keep_header=bool(args.keep_header), lowercase=bool(args.lowercase),
                         ascii=bool(args.ascii), strip_punctuation=bool(args.strip_punctuation))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lstmgen", description="Train LSTM language models on text and generate from them.")
-    parser.add_argument("--version", action="version", version=f"lstmgen {__import__('lstmgen').__version__}")
+    parser.add_argument("--version", action="version", version=f"lstmgen {lstmgen.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("corpus", help="summarise a text file as the model would see it")
@@ -110,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="directory for checkpoints and metrics")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
     p.add_argument("--preset", default="default",
-                   help="default (the same as cpu-5min), " + ", ".join(name for name in PRESETS if name != "default"))
+                   help="default (the same as cpu-5min), " + ", ".join(name for name in lstmgen.PRESETS if name != "default"))
     p.add_argument("--force", action="store_true", help="overwrite a run already in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=_positive_int, metavar="N",
@@ -186,16 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_corpus(args) -> int:
-    from .corpus import read_corpus, summarize
-
-    corpus = read_corpus(args.file, _corpus_config(args))
+    corpus = lstmgen.read_corpus(args.file, _corpus_config(args))
     if args.dump:
         out = Path(args.dump)
         try:
             out.write_text(corpus.text, encoding="utf-8")
         except OSError as exc:
             raise LstmgenError(f"cannot write {out} ({exc.strerror}); choose a writable path for --dump") from None
-    summary = summarize(corpus)
+    summary = lstmgen.summarize_corpus(corpus)
     if args.json:
         summary.pop("vocab_shown")
         print(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -222,12 +218,9 @@ _TRAIN_OPTIONS = (
 
 
 def cmd_prepare(args) -> int:
-    from .prepare import prepare
-    from .tokenizer import TokenizerConfig
-
-    tokenizer_config = TokenizerConfig(level=args.level, vocab_size=args.vocab_size)
-    result = prepare(args.inputs, args.out, _corpus_config(args), val_fraction=args.val_fraction, pattern=args.glob,
-                     separator=args.separator, progress=not args.quiet, log=_note, tokenizer_config=tokenizer_config)
+    result = lstmgen.prepare(args.inputs, args.out, level=args.level, vocab_size=args.vocab_size,
+                             val_fraction=args.val_fraction, pattern=args.glob, separator=args.separator,
+                             progress=not args.quiet, log=_note, **_corpus_config(args).to_dict())
     for note in result.notes[:50]:
         _note(f"lstmgen: {note}")
     print(f"{result.files:,} file(s), {result.chars:,} characters, vocabulary {result.vocab_size:,}; "
@@ -281,8 +274,6 @@ def _launch_local_processes(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .api import resume, train
-
     if args.nproc is not None and args.nproc < 1:
         raise LstmgenError(f"--nproc must be 1 or more, got {args.nproc}")
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -300,13 +291,13 @@ def cmd_train(args) -> int:
                                "(only --epochs, --max-steps and --max-minutes may be raised)")
         if args.out and Path(args.out) != Path(args.resume):
             raise LstmgenError("--out and --resume name different directories; give only --resume RUN_DIR")
-        resume(args.resume, progress=not args.quiet, log=_note, **{k: overrides[k] for k in _LIMITS})
+        lstmgen.resume(args.resume, progress=not args.quiet, log=_note, **{k: overrides[k] for k in _LIMITS})
         return 0
     if not args.corpus:
         raise LstmgenError("give the CORPUS text file to train on (or --resume RUN_DIR to continue a run)")
     if not args.out:
         raise LstmgenError("give --out RUN_DIR, the directory for checkpoints and metrics")
-    train(args.corpus, args.out, preset=args.preset, force=args.force, progress=not args.quiet, log=_note,
+    lstmgen.train(args.corpus, args.out, preset=args.preset, force=args.force, progress=not args.quiet, log=_note,
           **overrides)
     return 0
 
@@ -314,10 +305,8 @@ def cmd_train(args) -> int:
 def _read_prompt(args) -> str | None:
     if args.prompt == "-":
         data = sys.stdin.buffer.read()
-        from .corpus import decode_bytes
-
         try:
-            text, _, _ = decode_bytes(data)
+            text, _, _ = lstmgen.decode_bytes(data)
         except Exception:
             raise LstmgenError("standard input is not text; pipe a text prompt or use --prompt TEXT") from None
         return text
@@ -325,16 +314,13 @@ def _read_prompt(args) -> str | None:
 
 
 def cmd_generate(args) -> int:
-    from .api import load
-    from .generate import SampleConfig, fresh_seed
-
-    config = SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+    config = lstmgen.SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                           top_p=args.top_p, num_samples=args.num_samples, seed=args.seed,
                           precision=args.precision)
-    model = load(args.run_dir)
+    model = lstmgen.load(args.run_dir)
     if config.seed is None:
-        seed = fresh_seed()
-        config = SampleConfig(**dict(config.to_dict(), seed=seed))
+        seed = lstmgen.fresh_seed()
+        config = lstmgen.SampleConfig(**dict(config.to_dict(), seed=seed))
         _note(f"lstmgen: sampling with seed {seed} (pass --seed {seed} to repeat this text)")
     prompt = _read_prompt(args)
     if prompt is None:
@@ -371,9 +357,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .api import load
-
-    model = load(args.run_dir)
+    model = lstmgen.load(args.run_dir)
     if args.text_file:
         result = model.evaluate_file(args.text_file, warn=_warn)
         what = args.text_file
@@ -388,10 +372,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import format_report, machine_report
-
-    report = machine_report(args.run_dir, device=args.device)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    report = lstmgen.machine_report(args.run_dir, device=args.device)
+    print(json.dumps(report, indent=2) if args.json else lstmgen.format_report(report))
     return 0
 
 

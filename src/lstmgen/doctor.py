@@ -20,8 +20,10 @@ def machine_report(run_dir=None, device: str = "auto", peak_seconds: float = 1.0
     bundled model by default): training with its run's batch, and generation
     at 1 and 64 streams."""
     from .api import load
-    from .generate import step_precision
-    from .training import TrainConfig, pick_device, training_precision
+    from .machine import pick_device
+    from .sampling.steps import step_precision
+    from .training.config import TrainConfig
+    from .training.speed import training_precision
 
     dev = pick_device(TrainConfig(device=device, max_steps=1).device)  # checks the name first
     cpu = cpu_info()

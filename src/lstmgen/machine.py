@@ -18,6 +18,8 @@ from functools import lru_cache
 
 import torch
 
+from .errors import LstmgenError
+
 # The flags that decide how fast bf16 and int8 matrix products can be.
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
                "amx_int8", "asimd", "bf16", "i8mm", "sve")
@@ -41,6 +43,15 @@ def cpu_info() -> dict:
             info["flags"] = value.split()
     info["speed_flags"] = [f for f in SPEED_FLAGS if f in info["flags"]]
     return info
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LstmgenError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
 
 
 def machine_key(device: torch.device) -> str:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import LstmgenError
+from ..errors import LstmgenError
 
 if TYPE_CHECKING:
-    from .corpus import CorpusConfig
-    from .tokenizer import TokenizerConfig
-    from .training import TrainConfig
+    from ..text.corpus import CorpusConfig
+    from ..text.tokenizer import TokenizerConfig
+    from .config import TrainConfig
 
-# Recipes for a 2-core CPU and for a GPU, chosen by measurement (README,
-# "Recipes" and "Options, measured"; BENCHMARKS.md, "Quality"). More updates
+# Recipes for a 2-core CPU and for a GPU, chosen by measurement
+# (docs/recipes.md, docs/options-measured.md; BENCHMARKS.md, "Quality"). More updates
 # of a mid-sized model with heavy dropout beat a wider model or bigger
 # batches. Locked dropout with DropConnect on the recurrent weights was the
 # best 5-minute recipe on Tiny Shakespeare; on a book-sized text, which the
@@ -119,10 +119,10 @@ def resolve(preset: str = "default", **overrides) -> tuple[dict, "CorpusConfig",
     CLI can pass every flag and only the given ones count."""
     from dataclasses import fields
 
-    from .corpus import CorpusConfig
-    from .model import ModelConfig
-    from .tokenizer import TokenizerConfig
-    from .training import TrainConfig
+    from ..text.corpus import CorpusConfig
+    from ..model import ModelConfig
+    from ..text.tokenizer import TokenizerConfig
+    from .config import TrainConfig
 
     parts = get_preset(preset)
     parts.setdefault("tokenizer", {})

@@ -7,8 +7,10 @@ import torch
 import lstmgen
 from lstmgen.errors import LstmgenError
 from lstmgen.precision import PrecisionChoice
-from lstmgen.presets import PRESETS, resolve
-from lstmgen.training import TrainConfig, Trainer
+from lstmgen.training.presets import PRESETS, resolve
+from lstmgen.training.config import TrainConfig
+from lstmgen.training.schedule import lr_at
+from lstmgen.training.trainer import Trainer
 
 from conftest import corpus_path
 
@@ -93,11 +95,10 @@ def test_short_text_lowers_the_batch_size_and_no_validation_keeps_best_by_train_
 
 def test_cosine_schedule_with_warmup():
     config = TrainConfig(max_steps=100, lr=1e-2, lr_schedule="cosine", warmup_steps=10)
-    trainer = Trainer(torch.nn.Linear(1, 1), config, torch.device("cpu"), PrecisionChoice("fp32", "requested"))
-    assert trainer.lr_at(0, 0.0) == pytest.approx(1e-3)
-    assert trainer.lr_at(9, 0.09) == pytest.approx(1e-2)
-    assert trainer.lr_at(50, 0.5) == pytest.approx(1e-3 + 9e-3 * 0.5)
-    assert trainer.lr_at(100, 1.0) == pytest.approx(1e-3)
+    assert lr_at(config, 0, 0.0) == pytest.approx(1e-3)
+    assert lr_at(config, 9, 0.09) == pytest.approx(1e-2)
+    assert lr_at(config, 50, 0.5) == pytest.approx(1e-3 + 9e-3 * 0.5)
+    assert lr_at(config, 100, 1.0) == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LstmgenError
+from ..errors import LstmgenError
 
 
 def write_tokens(path: Path, ids: np.ndarray) -> None:

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import LstmgenError
+from ..errors import LstmgenError
 from .gutenberg import strip_gutenberg
 
 _UTF8_BOM = b"\xef\xbb\xbf"

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import lstmgen
 from lstmgen.errors import LstmgenError
-from lstmgen.generate import SampleConfig
-from lstmgen.tokenizer import TokenizerConfig, WordTokenizer, tokenizer_from_dict
+from lstmgen.sampling.config import SampleConfig
+from lstmgen.text.tokenizer import TokenizerConfig, WordTokenizer, tokenizer_from_dict
 
 from conftest import corpus_path
 

@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from lstmgen.errors import LstmgenError
-from lstmgen.generate import (SampleConfig, StepWeights, apply_top_k, apply_top_p, int8_available, next_tokens,
-                              step_weights, stream_tokens)
+from lstmgen.sampling.config import SampleConfig
+from lstmgen.sampling.processors import apply_top_k, apply_top_p, next_tokens
+from lstmgen.sampling.steps import StepWeights, int8_available, step_weights
+from lstmgen.sampling.stream import stream_tokens
 from lstmgen.model import LSTMLanguageModel, ModelConfig
 
 PRECISIONS = ["fp32", "bf16"] + (["int8"] if int8_available(torch.device("cpu")) else [])
@@ -154,7 +156,7 @@ def test_cuda_graph_steps_give_the_full_models_greedy_text(precision):
 
 
 def test_draw_follows_the_probabilities_and_never_takes_an_impossible_token():
-    from lstmgen.generate import draw
+    from lstmgen.sampling.processors import draw
 
     probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(40_000, 1)
     tokens = draw(probs, torch.Generator().manual_seed(1))

@@ -1,127 +1,20 @@
-"""Sampling: prime the state on the prompt once, then one step per token.
+"""One-token steps: the LSTM's weights laid out for generation, in the
+precision that measured fastest for the batch, and as one CUDA graph on a GPU.
 
-Logits go through small pure functions in one fixed order:
-
-    temperature → top-k → top-p → draw
-
-(temperature 0 skips all of them and takes the argmax, the tutorial's way).
-The cost of each new token is one LSTM step whatever the prompt length,
-instead of the tutorial's re-run of a 100-character window per character.
-Steps run on flattened copies of the weights (StepWeights), in the precision
-that measured fastest for the batch, and as one CUDA graph on a GPU.
+The cost of each new token is one step whatever the prompt length, instead
+of the tutorial's re-run of a 100-character window per character.
 """
 
 from __future__ import annotations
 
-import os
 import weakref
-from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from .errors import LstmgenError
-from .model import LSTMLanguageModel
-from .precision import PrecisionChoice, choose
-
-
-STEP_PRECISIONS = ("auto", "fp32", "bf16", "int8")
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """How to sample. Shared by the CLI, the Python API and (later) the server."""
-
-    max_new_tokens: int = 1000
-    """Tokens to generate after the prompt (the prompt is not counted)."""
-    temperature: float = 0.8
-    """Divides the logits; below 1 is safer, above 1 wilder. 0 means argmax."""
-    top_k: int | None = None
-    """Keep only the k most likely tokens (None: all)."""
-    top_p: float | None = None
-    """Keep the smallest set of tokens whose probability reaches p (None or 1: all)."""
-    num_samples: int = 1
-    """Independent samples, generated together as one batch."""
-    seed: int | None = None
-    """Same seed, same text (at the same precision). None draws a fresh seed."""
-    precision: str = "auto"
-    """Weights for the one-token steps: 'fp32'; 'bf16'; 'int8' (8-bit weights
-    with one scale per row, bf16 activations; CPU only); or 'auto', the
-    fastest of them timed on this machine for this model and batch (fp32
-    unless another wins by over 5%; measured once, then cached). The prompt
-    is always read in fp32. bf16 and int8 change the held-out loss by about
-    1e-4 nats."""
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 0:
-            raise LstmgenError(f"--max-new-tokens must be 0 or more, got {self.max_new_tokens}")
-        if not self.temperature >= 0 or self.temperature == float("inf"):
-            raise LstmgenError(f"--temperature must be 0 (argmax) or more, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise LstmgenError(f"--top-k must be 1 or more, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise LstmgenError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.num_samples < 1:
-            raise LstmgenError(f"--num-samples must be 1 or more, got {self.num_samples}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise LstmgenError(f"--seed must be in [0, 2**63), got {self.seed}")
-        if self.precision not in STEP_PRECISIONS:
-            raise LstmgenError(f"--precision must be one of {', '.join(STEP_PRECISIONS)}, got {self.precision!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def fresh_seed() -> int:
-    return int.from_bytes(os.urandom(6), "little")
-
-
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return logits / temperature
-
-
-def apply_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
-    """Set every logit below the k-th largest to -inf. (N, V) -> (N, V)."""
-    if k is None or k >= logits.size(-1):
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (N, 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def apply_top_p(logits: torch.Tensor, p: float | None) -> torch.Tensor:
-    """Nucleus filtering: keep the most likely tokens whose cumulative
-    probability first reaches p; the most likely token always stays."""
-    if p is None or p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-    # Drop a token when the tokens before it already reach p.
-    drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def next_tokens(logits: torch.Tensor, config: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    """Choose one token per row of ``logits`` (N, V). Returns (N,) int64."""
-    if config.temperature == 0:
-        return torch.argmax(logits, dim=-1)
-    logits = apply_temperature(logits.float(), config.temperature)
-    logits = apply_top_k(logits, config.top_k)
-    logits = apply_top_p(logits, config.top_p)
-    return draw(torch.softmax(logits, dim=-1), generator)
-
-
-def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One token per row of ``probs`` (N, V), by inverting the cumulative
-    distribution at a uniform number. On a CPU this is 2× to 4× faster than
-    torch.multinomial at 64 to 256 rows (90 against 204 µs at 64, softmax
-    included), which is 5% of a 64-stream step of the bundled model. A token
-    of probability 0 is never drawn: its cumulative value equals the one
-    before it, and the search takes the first value above the draw."""
-    cdf = probs.cumsum(dim=-1)  # (N, V)
-    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.size(-1) - 1).squeeze(-1)
+from ..errors import LstmgenError
+from ..model import LSTMLanguageModel
+from ..precision import PrecisionChoice, choose
 
 
 def int8_available(device: torch.device) -> bool:
@@ -316,37 +209,3 @@ class _GraphedStep:
         self.token.copy_(token, non_blocking=True)
         self.graph.replay()
         return self.logits
-
-
-@torch.inference_mode()
-def stream_tokens(
-    model: LSTMLanguageModel,
-    prompt_ids: list[int],
-    config: SampleConfig,
-    seed: int,
-) -> Iterator[torch.Tensor]:
-    """Yield (num_samples,) token ids, one step at a time, for every sample at once."""
-    if not prompt_ids:
-        raise LstmgenError("the prompt is empty after removing unknown characters; give a prompt the model knows")
-    model.eval()
-    device = model.head.weight.device
-    n = config.num_samples
-    stepper = step_weights(model, step_precision(model, config.precision, n).precision)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    ids = torch.tensor(prompt_ids, dtype=torch.long, device=device).unsqueeze(0)  # (1, P)
-    # Read the whole prompt in one call (nn.LSTM's kernel is fastest for
-    # long sequences); samples share its state, so copy it N times.
-    logits, _, (h, c) = model(ids, None, last_only=True)  # logits (1, V); h, c (L, 1, H)
-    hs = [h[layer].repeat(n, 1) for layer in range(h.size(0))]  # L × (N, H)
-    cs = [c[layer].repeat(n, 1) for layer in range(c.size(0))]
-    logits = logits.float().repeat(n, 1)  # (N, V)
-    graphed = None
-    if device.type == "cuda" and config.max_new_tokens > 1:
-        graphed = _GraphedStep(stepper, hs, cs)
-    for _ in range(config.max_new_tokens):
-        token = next_tokens(logits.cpu(), config, generator)  # (N,)
-        yield token
-        if graphed is not None:
-            logits = graphed.step(token)
-        else:
-            logits, hs, cs = stepper.step(token.to(device), hs, cs)

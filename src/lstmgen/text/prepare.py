@@ -23,9 +23,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..errors import LstmgenError
+from .batches import read_chunks, split_ids
 from .corpus import CorpusConfig, describe_folding, fold_ascii, read_corpus, strip_punctuation
-from .data import read_chunks, split_ids
-from .errors import LstmgenError
 from .gutenberg import GutenbergFilter
 from .tokenizer import BPETokenizer, CharTokenizer, TokenizerConfig, WordTokenizer, id_dtype
 
@@ -52,6 +52,27 @@ class PrepareResult:
     @property
     def mb_per_second(self) -> float:
         return self.input_bytes / 1e6 / max(self.seconds, 1e-9)
+
+
+def prepare_files(inputs, out_dir: str | os.PathLike, *, level: str = "char", vocab_size: int | None = None,
+                  val_fraction: float = 0.1, pattern: str = "*.txt", separator: str = "", progress: bool = True,
+                  log: Callable[[str], None] = print, **corpus_options) -> PrepareResult:
+    """``lstmgen.prepare``: text files, directories or globs to token files
+    in ``out_dir`` that ``lstmgen.train(out_dir, ...)`` trains on::
+
+        lstmgen.prepare(["books/"], "data/books", level="bpe", vocab_size=2000, lowercase=True)
+
+    ``corpus_options`` are CorpusConfig fields (encoding, keep_header,
+    lowercase, ascii, strip_punctuation)."""
+    known = set(CorpusConfig.__dataclass_fields__)
+    unknown = sorted(set(corpus_options) - known)
+    if unknown:
+        raise LstmgenError(f"unknown corpus option(s) {', '.join(unknown)}; the options are {', '.join(sorted(known))}")
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    return prepare([str(p) for p in inputs], out_dir, CorpusConfig(**corpus_options), val_fraction=val_fraction,
+                   pattern=pattern, separator=separator, progress=progress, log=log,
+                   tokenizer_config=TokenizerConfig(level=level, vocab_size=vocab_size))
 
 
 def find_inputs(inputs: list[str], pattern: str = "*.txt") -> list[Path]:

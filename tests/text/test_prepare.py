@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import lstmgen
-from lstmgen.corpus import CorpusConfig, read_corpus
+from lstmgen.text.corpus import CorpusConfig, read_corpus
 from lstmgen.errors import LstmgenError
-from lstmgen.prepare import prepare
-from lstmgen.tokenizer import CharTokenizer
+from lstmgen.text.prepare import prepare
+from lstmgen.text.tokenizer import CharTokenizer
 
 from conftest import corpus_path
 from test_corpus import ALICE_VARIANTS
@@ -109,7 +109,7 @@ def test_prepare_and_train_from_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("level", ["word", "bpe"])
 def test_word_and_bpe_data_match_whole_text_tokenizing(level, tmp_path):
-    from lstmgen.tokenizer import TokenizerConfig, tokenizer_from_dict
+    from lstmgen.text.tokenizer import TokenizerConfig, tokenizer_from_dict
 
     path = corpus_path("tinyshakespeare.txt")
     config = TokenizerConfig(level, 3000 if level == "word" else 400)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import LstmgenError
+from ..errors import LstmgenError
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,15 @@ def device_for(info: Dist, name: str) -> torch.device | None:
     if info.enabled and name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", info.local_rank)
     return None
+
+
+def wrap(model: torch.nn.Module, device: torch.device, info: Dist) -> torch.nn.Module:
+    """The model to train: itself, or in a DDP run its DistributedDataParallel wrapper."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def barrier(info: Dist) -> None:

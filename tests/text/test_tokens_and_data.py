@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmgen.data import StreamBatches, WindowBatches, load_split, save_split
+from lstmgen.text.batches import StreamBatches, WindowBatches, load_split, save_split
 from lstmgen.errors import LstmgenError
-from lstmgen.tokenizer import CharTokenizer, id_dtype
+from lstmgen.text.tokenizer import CharTokenizer, id_dtype
 
 
 @settings(max_examples=200, deadline=None)

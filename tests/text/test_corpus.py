@@ -2,9 +2,9 @@ import codecs
 
 import pytest
 
-from lstmgen.corpus import CorpusConfig, decode_bytes, read_corpus, summarize
+from lstmgen.text.corpus import CorpusConfig, decode_bytes, read_corpus, summarize
 from lstmgen.errors import LstmgenError
-from lstmgen.gutenberg import strip_gutenberg
+from lstmgen.text.gutenberg import strip_gutenberg
 
 from conftest import corpus_path
 

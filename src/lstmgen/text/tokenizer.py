@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import LstmgenError
+from ..errors import LstmgenError
 
 
 def id_dtype(vocab_size: int) -> np.dtype:

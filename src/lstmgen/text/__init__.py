@@ -1,0 +1,1 @@
+"""Text to tokens: reading any corpus (encodings, Gutenberg), tokenizers, prepare, token files and batches."""

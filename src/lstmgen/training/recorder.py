@@ -1,0 +1,74 @@
+"""What a run leaves behind: a metrics row per validation (metrics.jsonl),
+best/ when the held-out loss improves, and last/ with everything a resume needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..checkpoint import save_checkpoint
+from ..errors import LstmgenError
+from ..evaluate import EvalResult
+from ..text.corpus import CorpusConfig
+from .state import Position, trainer_state
+from .trainer import Trainer
+
+
+def disk_error(out: Path, exc: OSError) -> LstmgenError:
+    return LstmgenError(
+        f"could not write to {out} ({exc.strerror or exc}); the last good checkpoint is intact. "
+        f"Free some disk space, then continue with: lstmgen train --resume {out}"
+    )
+
+
+def format_eval(result: EvalResult) -> str:
+    return f"{result.loss_nats:.4f} nats ({result.bits_per_char:.3f} bits/char, perplexity {result.perplexity:.2f})"
+
+
+class Recorder:
+    def __init__(self, out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, meta_base: dict):
+        self.out, self.trainer, self.tokenizer, self.corpus_config = out, trainer, tokenizer, corpus_config
+        self.meta_base = meta_base
+        self.metrics_path = out / "metrics.jsonl"
+        self.history = ([json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+                        if self.metrics_path.exists() else [])
+        self.best: EvalResult | None = None
+        """The best validation of this sitting (earlier ones: Position.best_val_loss)."""
+
+    @staticmethod
+    def is_best(pos: Position, val: EvalResult | None) -> bool:
+        """A new best held-out loss; with no held-out text, a new best training loss."""
+        if val is not None:
+            return pos.best_val_loss is None or val.loss_nats < pos.best_val_loss
+        return pos.train_loss_nats < pos.best_train_loss
+
+    def row(self, pos: Position, epoch_float: float, val: EvalResult | None) -> dict:
+        row = {
+            "step": pos.step, "epoch": round(epoch_float, 4), "elapsed_s": round(pos.elapsed_s, 2),
+            "train_s": round(pos.train_s, 3),
+            "lr": self.trainer.optimizer.param_groups[0]["lr"], "train_loss_nats": round(pos.train_loss_nats, 5),
+            "train_chars_per_second": round(pos.trained_chars / max(pos.elapsed_s, 1e-9), 1),
+        }
+        if val is not None:
+            row.update(val_loss_nats=round(val.loss_nats, 5), val_bits_per_char=round(val.bits_per_char, 5),
+                       val_perplexity=round(val.perplexity, 4))
+        return row
+
+    def save(self, pos: Position, epoch_float: float, val: EvalResult | None, *, with_row: bool, improved: bool,
+             carried, rank_states=None) -> None:
+        """Append the metrics row (at a validation), write best/ if ``improved``, and always last/."""
+        row = self.row(pos, epoch_float, val)
+        if with_row:
+            self.history.append(row)
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        meta = dict(self.meta_base, progress=row)
+        model = self.trainer.model
+        if improved:
+            if val is not None:
+                self.best = val
+                pos.best_val_loss = val.loss_nats
+            pos.best_train_loss = min(pos.best_train_loss, pos.train_loss_nats)
+            save_checkpoint(self.out / "best", model, self.tokenizer, self.corpus_config, dict(meta, best=True))
+        save_checkpoint(self.out / "last", model, self.tokenizer, self.corpus_config, meta,
+                        trainer_state=trainer_state(self.trainer.optimizer, pos, carried, rank_states))
