@@ -1,4 +1,5 @@
-"""Shared fixtures. Real corpora come from ../shared/corpora (or $LSTMGEN_CORPORA).
+"""Shared fixtures. Real corpora come from ../shared/corpora (or $LSTMGEN_CORPORA),
+other shared inputs from ../shared/fixtures (or $LSTMGEN_FIXTURES).
 
 Where the folder is absent, tests that need it skip and say why; under CI
 (CI=true) a missing folder is a failure, because CI must run them.
@@ -18,14 +19,25 @@ CORPORA = Path(os.environ.get("LSTMGEN_CORPORA", ROOT.parent / "shared" / "corpo
 FIXTURES = Path(os.environ.get("LSTMGEN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 
 
-def corpus_path(name: str) -> Path:
-    path = CORPORA / name
+def shared_input(folder: Path, name: str, what: str, variable: str, default: str) -> Path:
+    """A file under the shared inputs. Missing, it skips the test, or under
+    CI (where the inputs must be there) fails it."""
+    path = folder / name
     if not path.exists():
-        message = f"shared corpus {path} is missing (set LSTMGEN_CORPORA to the shared/corpora folder)"
+        message = f"shared {what} {path} is missing (set {variable} to the {default} folder)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def corpus_path(name: str) -> Path:
+    return shared_input(CORPORA, name, "corpus", "LSTMGEN_CORPORA", "shared/corpora")
+
+
+def fixture_path(name: str) -> Path:
+    """A file or folder under the shared fixtures (e.g. ``keras-tutorial/tutorial-small.h5``)."""
+    return shared_input(FIXTURES, name, "fixture", "LSTMGEN_FIXTURES", "shared/fixtures")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, corpus_path
 
@@ -40,13 +41,111 @@ def test_generation_benchmark_reports_batches_and_prompt_lengths(tmp_path):
     assert data["prompt_length_cost_ratio"] > 0 and data["window_refeed_chars_per_second"] > 0
 
 
-def test_time_to_quality_benchmark_finds_the_target_and_the_ratio(tmp_path):
-    # A few seconds of tutorial-small make an easy target; the default recipe must reach it.
-    data = bench("time_to_quality", "--minutes", "0.1", "--default-minutes", "0.5", tmp_path=tmp_path)
+# time_to_quality.py trains in a temporary folder; this runs it with its run() wrapped to keep each
+# run's metrics.jsonl (as lstmgen wrote it) in the folder given first, for the test to read.
+KEEP_METRICS = """
+import shutil, sys
+from pathlib import Path
+import time_to_quality
+keep = Path(sys.argv.pop(1))
+sys.argv[0] = time_to_quality.__file__
+trained = time_to_quality.run
+def run(preset, out, **overrides):
+    rows = trained(preset, out, **overrides)
+    (keep / out.name).mkdir(parents=True)
+    shutil.copy(out / "metrics.jsonl", keep / out.name / "metrics.jsonl")
+    return rows
+time_to_quality.run = run
+time_to_quality.main()
+"""
+
+
+def read_metrics(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def time_to_quality_by_hand(tutorial: list[dict], default: list[dict]) -> dict:
+    """What time_to_quality.py should report, worked out here from the two runs' metrics rows:
+    the target is the tutorial run's lowest held-out loss, its time the training seconds
+    (train_s) of the first validation that got there; the default recipe's time is the
+    train_s of its first validation at or below the target."""
+    target = best = None
+    for row in tutorial:
+        loss = row.get("val_loss_nats")
+        if loss is not None and (target is None or loss < target):  # strictly lower: the first row wins ties
+            target, best = loss, row
+    reached = None
+    for row in default:
+        if row.get("val_loss_nats") is not None and row["val_loss_nats"] <= target:
+            reached = row
+            break
+    return {
+        "target_nats": target,
+        "tutorial": {"best_val_loss_nats": target, "train_s_to_target": best["train_s"], "steps": best["step"],
+                     "epochs": best["epoch"]},
+        "default": None if reached is None else {
+            "best_val_loss_nats": reached["val_loss_nats"], "train_s_to_target": reached["train_s"],
+            "steps": reached["step"], "epochs": reached["epoch"]},
+        "ratio": None if reached is None else best["train_s"] / reached["train_s"],
+    }
+
+
+def assert_time_to_quality_reported(data: dict, tutorial_rows: list[dict], default_rows: list[dict]):
+    expected = time_to_quality_by_hand(tutorial_rows, default_rows)
     tutorial, default = data["rows"]
-    assert tutorial["best_val_loss_nats"] == data["target_nats"]
-    assert default["best_val_loss_nats"] <= data["target_nats"]
-    assert data["ratio"] == pytest.approx(tutorial["train_s_to_target"] / default["train_s_to_target"])
+    assert data["target_nats"] == expected["target_nats"]
+    assert {k: tutorial[k] for k in expected["tutorial"]} == expected["tutorial"]
+    assert expected["default"] is not None, "the default recipe did not reach the target"
+    assert {k: default[k] for k in expected["default"]} == expected["default"]
+    assert data["ratio"] == pytest.approx(expected["ratio"], rel=1e-12)
+
+
+def test_time_to_quality_benchmark_reports_the_times_in_the_runs_metrics(tmp_path):
+    # A few seconds of tutorial-small make an easy target; the default recipe must reach it.
+    corpus_path("alice-gutenberg-11-utf8.txt")
+    out, kept = tmp_path / "ttq.json", tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-c", KEEP_METRICS, str(kept), "--minutes", "0.1",
+                             "--default-minutes", "0.5", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT / "benchmarks")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    tutorial_rows, default_rows = read_metrics(kept / "tutorial" / "metrics.jsonl"), read_metrics(kept / "default" / "metrics.jsonl")
+    assert data["tutorial_history"] == tutorial_rows and data["default_history"] == default_rows
+    assert [r["budget_min"] for r in data["rows"]] == [0.1, 0.5]
+    # Training time, not wall-clock: the two differ in these rows (validation is timed only in elapsed_s).
+    assert all(r["train_s"] < r["elapsed_s"] for r in tutorial_rows + default_rows)
+    assert_time_to_quality_reported(data, tutorial_rows, default_rows)
+    # The default recipe stops at its first validation at or below the target.
+    assert default_rows[-1]["val_loss_nats"] <= data["target_nats"]
+    assert all(r["val_loss_nats"] > data["target_nats"] for r in default_rows[:-1])
+
+
+def test_time_to_quality_takes_the_first_validation_to_reach_the_target(tmp_path, monkeypatch):
+    """Made-up metrics where the first row to reach each loss is neither the last nor the
+    lowest, and train_s is not elapsed_s: the figures must come from the right rows."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import time_to_quality
+
+    def row(step, val, train_s):
+        return {"step": step, "epoch": step / 100, "elapsed_s": 2 * train_s + 1, "train_s": train_s,
+                "lr": 1e-3, "train_loss_nats": val + 0.1, "val_loss_nats": val}
+
+    runs = {"tutorial-small": [row(10, 2.9, 10.5), row(20, 2.6, 21.0), row(30, 2.7, 31.5), row(40, 2.6, 42.0),
+                               dict(row(50, 0, 52.5), val_loss_nats=None)],
+            "default": [row(5, 2.8, 0.7), row(10, 2.55, 1.4), row(15, 2.5, 2.1)]}
+
+    def train(corpus, out, preset, **overrides):
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs[preset]))
+
+    monkeypatch.setattr(time_to_quality.lstmgen, "train", train)
+    monkeypatch.setattr(time_to_quality, "start", lambda _: (torch.device("cpu"), {"fp32": 1.0, "bf16": 1.0}))
+    monkeypatch.setattr(time_to_quality, "require", lambda path: path)
+    monkeypatch.setattr(sys, "argv", ["time_to_quality.py", "--json", str(tmp_path / "ttq.json")])
+    time_to_quality.main()
+    data = json.loads((tmp_path / "ttq.json").read_text())
+    assert_time_to_quality_reported(data, runs["tutorial-small"], runs["default"])
+    assert data["ratio"] == pytest.approx(21.0 / 1.4)  # the figures above, by hand
 
 
 def test_keras_benchmark_without_keras_names_the_extra():

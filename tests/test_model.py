@@ -117,6 +117,41 @@ def test_layer_by_layer_training_path_is_nn_lstm_with_its_own_dropout(monkeypatc
         assert torch.allclose(got, p.grad, atol=1e-7)
 
 
+def test_layer_by_layer_training_path_drops_between_layers(monkeypatch):
+    """The second layer reads the first layer's output after dropout: its
+    final state is what a one-layer LSTM with its weights gives on the dropped
+    activations, and not what it gives on the activations as they were."""
+    import lstmgen.model as M
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=20, hidden_size=32, num_layers=2, dropout=0.3)
+    model = LSTMLanguageModel(config).train()
+    x = torch.randint(0, 20, (4, 12))
+    calls = []
+    real = M.dropout
+
+    def spy(t, p, training, locked=False):
+        out = real(t, p, training, locked)
+        calls.append((t.detach().clone(), out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(M, "dropout", spy)
+    with torch.no_grad():
+        _, _, (h, c) = model(x, None)
+    before, after = calls[0]  # the first call: between layer 0 and layer 1
+    assert before.shape == (4, 12, 32)
+    dropped = (after == 0).float().mean().item()
+    assert 0.2 < dropped < 0.4 and torch.allclose(after[after != 0], before[after != 0] / 0.7)
+    layer1 = torch.nn.LSTM(32, 32, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(layer1, f"{name}_l0").copy_(getattr(model.lstm, f"{name}_l1"))
+        _, (h_dropped, _) = layer1(after)
+        _, (h_plain, _) = layer1(before)
+    assert torch.allclose(h[1], h_dropped[0], atol=1e-6)
+    assert not torch.allclose(h[1], h_plain[0], atol=1e-3)
+
+
 def test_fast_dropout_keeps_the_expected_fraction_and_scale():
     from lstmgen.model import dropout
 

@@ -137,3 +137,48 @@ def test_word_and_bpe_data_match_whole_text_tokenizing(level, tmp_path):
     with pytest.raises(LstmgenError, match="drop --level"):
         lstmgen.train(tmp_path / "d", tmp_path / "run2", max_steps=1, progress=False, log=quiet,
                       level="bpe" if level == "word" else "word")
+
+
+def test_files_up_to_4_mb_are_read_whole_and_larger_ones_in_chunks(tmp_path, monkeypatch):
+    """What the README says: a file of 4 MB or less is read whole (as
+    `lstmgen train FILE` reads it), a larger one in chunks; both give the same ids."""
+    import lstmgen.text.prepare as P
+
+    assert P.WHOLE_FILE_LIMIT == P.CHUNK_BYTES == 4 << 20
+    line = b"Alice was beginning to get very tired of sitting by her sister on the bank.\n"
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_bytes((line * ((4 << 20) // len(line) + 1))[: 4 << 20])  # exactly 4 MB
+    large.write_bytes(small.read_bytes() + line)  # one line over
+    read_whole = []
+    real_read_corpus = P.read_corpus
+    monkeypatch.setattr(P, "read_corpus", lambda path, config: read_whole.append(path.name) or
+                        real_read_corpus(path, config))
+    ids = {}
+    for path in (small, large):
+        prepare([str(path)], tmp_path / path.stem, progress=False, log=quiet)
+        ids[path.stem] = prepared_ids(tmp_path / path.stem)[1]
+    assert read_whole == ["small.txt"]
+    assert np.array_equal(ids["large"][: len(ids["small"])], ids["small"])
+
+
+def test_prepare_memory_stays_bounded_on_a_large_file(tmp_path):
+    """Peak memory of `lstmgen prepare` does not grow with the file: a
+    96 MB file peaks within 32 MB of a 24 MB one (read whole, the text
+    alone would take 72 MB more; every step works in chunks of at most
+    16 M ids, so both sizes reach the same plateau)."""
+    import subprocess
+    import sys
+
+    line = b"Alice was beginning to get very tired of sitting by her sister on the bank.\n"
+    sizes = {"small": 24 << 20, "large": 96 << 20}
+    peak_mb = {}
+    for name, size in sizes.items():
+        path = tmp_path / f"{name}.txt"
+        path.write_bytes((line * (size // len(line) + 1))[:size])
+        code = ("import resource, subprocess, sys; subprocess.run([sys.executable, '-m', 'lstmgen', 'prepare', "
+                f"{str(path)!r}, '--out', {str(tmp_path / name)!r}, '--quiet'], check=True); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        peak_mb[name] = int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    assert peak_mb["large"] - peak_mb["small"] < 32, peak_mb

@@ -22,6 +22,18 @@ def max_difference(a, b):
     return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
 
 
+def assert_matches_one_process(one, two):
+    """``two`` (trained by 2 processes) took the same 6 steps as ``one``: weights and held-out losses."""
+    diff = max_difference(one, two)
+    print(f"largest weight difference after 6 steps: {diff:.3g}")
+    assert diff < TOLERANCE
+    rows_one = [json.loads(l) for l in (one / "metrics.jsonl").read_text().splitlines()]
+    rows_two = [json.loads(l) for l in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_one] == [r["step"] for r in rows_two] == [3, 6]
+    for a, b in zip(rows_one, rows_two):
+        assert a["val_loss_nats"] == pytest.approx(b["val_loss_nats"], abs=1e-4)
+
+
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     alice = str(corpus_path("alice-gutenberg-11-utf8.txt"))
     one = run_cli("train", alice, "--out", str(tmp_path / "one"), *COMMON)
@@ -29,14 +41,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     two = run_cli("train", alice, "--out", str(tmp_path / "two"), "--nproc", "2", *COMMON, timeout=600)
     assert two.returncode == 0, two.stderr.decode()[-3000:]
     assert b"2 processes" in two.stderr
-    diff = max_difference(tmp_path / "one", tmp_path / "two")
-    print(f"largest weight difference after 6 steps: {diff:.3g}")
-    assert diff < TOLERANCE
-    rows_one = [json.loads(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
-    rows_two = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows_two] == [3, 6]
-    for a, b in zip(rows_one, rows_two):
-        assert a["val_loss_nats"] == pytest.approx(b["val_loss_nats"], abs=1e-4)
+    assert_matches_one_process(tmp_path / "one", tmp_path / "two")
 
     # Resume works with the same number of processes, and keeps matching.
     for name, extra in (("one", []), ("two", ["--nproc", "2"])):
@@ -55,13 +60,18 @@ def test_batch_must_split_over_the_processes(tmp_path):
 
 
 def test_torchrun_starts_the_same_training(tmp_path):
+    """Started by torchrun instead of --nproc, two processes still take one process's steps."""
     import subprocess
     import sys
 
+    alice = str(corpus_path("alice-gutenberg-11-utf8.txt"))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lstmgen",
-         "train", str(corpus_path("alice-gutenberg-11-utf8.txt")), "--out", str(tmp_path / "run"), *COMMON],
+         "train", alice, "--out", str(tmp_path / "run"), *COMMON],
         capture_output=True, timeout=600)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert b"2 processes" in result.stderr
     assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+    one = run_cli("train", alice, "--out", str(tmp_path / "one"), *COMMON)
+    assert one.returncode == 0, one.stderr.decode()
+    assert_matches_one_process(tmp_path / "one", tmp_path / "run")

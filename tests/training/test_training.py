@@ -7,8 +7,9 @@ import torch
 import lstmgen
 from lstmgen.errors import LstmgenError
 from lstmgen.precision import PrecisionChoice
-from lstmgen.training.presets import PRESETS, resolve
+from lstmgen.text.batches import load_split
 from lstmgen.training.config import TrainConfig
+from lstmgen.training.presets import PRESETS, resolve
 from lstmgen.training.schedule import lr_at
 from lstmgen.training.trainer import Trainer
 
@@ -82,13 +83,21 @@ def test_short_text_lowers_the_batch_size_and_no_validation_keeps_best_by_train_
     corpus = tmp_path / "small.txt"
     corpus.write_text("the cat sat on the mat. " * 20)
     notes = []
-    result = lstmgen.train(corpus, tmp_path / "run", max_steps=5, progress=False, log=notes.append,
-                           batch_size=64, seq_len=32, val_fraction=0.0, **TINY)
+    settings = dict(TINY, progress=False, batch_size=64, seq_len=32, val_fraction=0.0, eval_every=1)
+    result = lstmgen.train(corpus, tmp_path / "run", max_steps=6, log=notes.append, **settings)
     assert any("--batch-size is lowered" in n for n in notes)
     assert result.best_val is None
-    assert (tmp_path / "run" / "best" / "config.json").exists()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert "val_loss_nats" not in rows[-1]
+    assert len(rows) == 6 and all("val_loss_nats" not in row for row in rows)
+    # best/ is the step with the lowest training loss (the mean of the recent
+    # steps), and holds that step's weights: a run stopped there has them too.
+    best_row = min(rows, key=lambda row: row["train_loss_nats"])
+    best = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert best["progress"]["step"] == best_row["step"]
+    lstmgen.train(corpus, tmp_path / "to-best", max_steps=best_row["step"], log=quiet, **settings)
+    same = lstmgen.load(tmp_path / "to-best").model.state_dict()
+    kept = lstmgen.load(tmp_path / "run" / "best").model.state_dict()
+    assert all(torch.equal(same[k], kept[k]) for k in same)
     with pytest.raises(LstmgenError, match="held out no validation"):
         lstmgen.load(tmp_path / "run").evaluate_validation()
 
@@ -217,6 +226,10 @@ def test_tiny_shakespeare_is_split_where_nanogpt_splits_it(tmp_path):
     path = corpus_path("tinyshakespeare.txt")
     text = path.read_text(encoding="utf-8")
     train_chars = int(len(text) * 0.9)  # nanoGPT's data/shakespeare_char/prepare.py
-    lines = []
-    lstmgen.train(path, tmp_path / "run", progress=False, log=lines.append, **dict(TINY, max_steps=1))
-    assert f"{train_chars:,} for training and {len(text) - train_chars:,} held out" in "\n".join(lines)
+    lstmgen.train(path, tmp_path / "run", progress=False, log=quiet, **dict(TINY, max_steps=1))
+    # The split as written: the token files themselves, decoded at the cut.
+    split = load_split(tmp_path / "run" / "data")
+    tokenizer = lstmgen.load(tmp_path / "run").tokenizer
+    assert (len(split.train), len(split.val)) == (train_chars, len(text) - train_chars)
+    assert tokenizer.decode(split.train[-300:]) == text[train_chars - 300:train_chars]
+    assert tokenizer.decode(split.val[:300]) == text[train_chars:train_chars + 300]
