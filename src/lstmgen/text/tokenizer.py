@@ -6,6 +6,7 @@ can be sampled without the corpus that trained it.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections import Counter
@@ -279,25 +280,36 @@ class WordUnknownReport(UnknownReport):
 
 
 class _BPEStreamDecoder:
-    """Byte-level tokens can end inside a multi-byte character; hold them
-    back until the character is complete."""
+    """Byte-level tokens can end inside a multi-byte character: their bytes
+    go through an incremental UTF-8 decoder, which holds back an incomplete
+    character until its last byte arrives (and replaces invalid bytes with
+    U+FFFD as ``decode`` does). Judging by the decoded text instead took a
+    genuine U+FFFD in the text for an incomplete character."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.pending: list[int] = []
+    def __init__(self, hf_tokenizer):
+        self.token_bytes = _byte_level_table(hf_tokenizer)
+        self.utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
     def push(self, token_id: int) -> str:
-        self.pending.append(token_id)
-        text = self.tokenizer.decode(self.pending)
-        if text.endswith("\ufffd") and len(self.pending) < 4:
-            return ""
-        self.pending = []
-        return text
+        return self.utf8.decode(self.token_bytes[token_id])
 
     def flush(self) -> str:
-        text = self.tokenizer.decode(self.pending) if self.pending else ""
-        self.pending = []
-        return text
+        return self.utf8.decode(b"", final=True)
+
+
+def _byte_level_table(hf_tokenizer) -> list[bytes]:
+    """The bytes behind each token of a byte-level BPE vocabulary. Byte-level
+    BPE writes each byte as one printable character (GPT-2's table: printable
+    Latin-1 bytes as themselves, the rest as code points from 256 up)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    to_byte = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            to_byte[chr(256 + extra)] = b
+            extra += 1
+    return [bytes(to_byte[ch] for ch in hf_tokenizer.id_to_token(i)) for i in range(hf_tokenizer.get_vocab_size())]
 
 
 class BPETokenizer(_IdsFitVocabulary):
