@@ -25,6 +25,8 @@ _EXPORTS = {
     # sampling, evaluation
     "load": "api", "LanguageModel": "api", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
     "EvalResult": "evaluate",
+    # every door's options, from the config dataclasses
+    "config_fields": "fields", "add_config_arguments": "fields", "config_from_arguments": "fields",
     # the machine
     "machine_report": "doctor", "format_report": "doctor", "PrecisionChoice": "precision",
     "LstmgenError": "errors", "TrainingInterrupted": "errors",

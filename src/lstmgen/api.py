@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import LstmgenError
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
 from .sampling.config import SampleConfig, fresh_seed
+from .sampling.stops import StopText
 from .sampling.stream import stream_tokens
 from .text.batches import load_split
 from .text.corpus import normalize_text, read_corpus
@@ -42,6 +44,8 @@ class LanguageModel:
         self.corpus_config = checkpoint.corpus_config
         self.path = checkpoint.path
         self.train_config = checkpoint.meta.get("train", {})
+        self._breakers: dict[tuple[str, ...], torch.Tensor] = {}
+        self._texts: list[str] | None = None
 
     @property
     def framing(self) -> str:
@@ -76,12 +80,30 @@ class LanguageModel:
             warn(prepared.unknown.describe())
         ids = self.tokenizer.encode(prepared.text).tolist()
         decoders = [self.tokenizer.stream_decoder() for _ in range(config.num_samples)]
-        for tokens in stream_tokens(self.model, ids, config, seed):
+        stops = [StopText(config) for _ in range(config.num_samples)]
+        for tokens in stream_tokens(self.model, ids, config, seed, self.breakers(config.dry_sequence_breakers)):
             # One tolist() instead of a tensor-to-int conversion per sample: 64 of those cost 5% of a step.
-            yield [d.push(t) for d, t in zip(decoders, tokens.tolist())]
-        tail = [d.flush() for d in decoders]
+            yield [s.push(d.push(t)) for s, d, t in zip(stops, decoders, tokens.tolist())]
+            if all(s.done for s in stops):
+                return
+        tail = [s.flush() if s.done else s.push(d.flush()) + s.flush() for s, d in zip(stops, decoders)]
         if any(tail):
             yield tail
+
+    def breakers(self, strings: tuple[str, ...]) -> torch.Tensor:
+        """(V,) bool: the tokens whose text contains a DRY sequence breaker."""
+        key = tuple(strings)
+        cached = self._breakers.get(key)
+        if cached is None:
+            texts = self._token_texts()
+            cached = torch.tensor([any(b in t for b in strings) for t in texts], dtype=torch.bool)
+            self._breakers[key] = cached
+        return cached
+
+    def _token_texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
+        return self._texts
 
     def generate(self, prompt: str | None = None, config: SampleConfig | None = None) -> list[str]:
         """Generate ``config.num_samples`` continuations (prompt not included)."""

@@ -160,15 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate text from a trained model")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
     p.add_argument("--prompt", help="text to start from; '-' reads standard input (default: a random excerpt)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=1000)
-    p.add_argument("--temperature", type=_number, default=0.8, help="0 means argmax (default 0.8)")
-    p.add_argument("--top-k", type=_positive_int)
-    p.add_argument("--top-p", type=_number)
-    p.add_argument("--num-samples", type=_positive_int, default=1)
-    p.add_argument("--seed", type=_positive_int)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
-                   help="weights for each generation step; auto times each on this machine and takes the fastest "
-                        "(default auto)")
+    # Every SampleConfig field is a flag, named, typed and explained by the dataclass itself.
+    lstmgen.add_config_arguments(p.add_argument_group("sampling (lstmgen.SampleConfig)"), lstmgen.SampleConfig)
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
 
     p = sub.add_parser("doctor", help="what this machine is and what --precision auto picks on it (for bug reports)")
@@ -314,9 +307,7 @@ def _read_prompt(args) -> str | None:
 
 
 def cmd_generate(args) -> int:
-    config = lstmgen.SampleConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, num_samples=args.num_samples, seed=args.seed,
-                          precision=args.precision)
+    config = lstmgen.config_from_arguments(lstmgen.SampleConfig, args)
     model = lstmgen.load(args.run_dir)
     if config.seed is None:
         seed = lstmgen.fresh_seed()

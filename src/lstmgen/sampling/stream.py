@@ -10,7 +10,7 @@ import torch
 from ..errors import LstmgenError
 from ..model import LSTMLanguageModel
 from .config import SampleConfig
-from .processors import next_tokens
+from .processors import History, next_tokens
 from .steps import _GraphedStep, step_precision, step_weights
 
 
@@ -20,8 +20,10 @@ def stream_tokens(
     prompt_ids: list[int],
     config: SampleConfig,
     seed: int,
+    breakers: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield (num_samples,) token ids, one step at a time, for every sample at once."""
+    """Yield (num_samples,) token ids, one step at a time, for every sample at
+    once. ``breakers`` (V,) bool marks the tokens that end a DRY repeat."""
     if not prompt_ids:
         raise LstmgenError("the prompt is empty after removing unknown characters; give a prompt the model knows")
     model.eval()
@@ -36,11 +38,13 @@ def stream_tokens(
     hs = [h[layer].repeat(n, 1) for layer in range(h.size(0))]  # L × (N, H)
     cs = [c[layer].repeat(n, 1) for layer in range(c.size(0))]
     logits = logits.float().repeat(n, 1)  # (N, V)
+    history = History(config, logits.size(-1), n, prompt_ids, breakers)
     graphed = None
     if device.type == "cuda" and config.max_new_tokens > 1:
         graphed = _GraphedStep(stepper, hs, cs)
     for _ in range(config.max_new_tokens):
-        token = next_tokens(logits.cpu(), config, generator)  # (N,)
+        token = next_tokens(logits.cpu(), config, generator, history)  # (N,)
+        history.push(token)
         yield token
         if graphed is not None:
             logits = graphed.step(token)
