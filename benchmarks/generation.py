@@ -65,6 +65,34 @@ def window_refeed(model, prompt_ids: list[int], chars: int, window: int = 100) -
     return chars / (time.perf_counter() - start)
 
 
+# The anti-loop processors timed against plain sampling (--processors changes them).
+PROCESSORS = ["repetition_penalty=1.1", "presence_penalty=0.1", "frequency_penalty=0.05", "dry_multiplier=0.8"]
+
+
+def sample_settings(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs of SampleConfig fields, parsed as the command line parses them."""
+    fields = {f.name: f for f in lstmgen.config_fields(SampleConfig)}
+    settings = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in fields:
+            raise SystemExit(f"benchmark: {name!r} is not a SampleConfig field")
+        settings[name] = fields[name].parse(value)
+    return settings
+
+
+def processor_overhead(model, prompt: str, settings: dict, streams: int, steps: int, device, rounds: int = 3) -> dict:
+    """µs per step of plain sampling and with ``settings`` on, alternating
+    runs so that drift hits both alike; the fastest run of each."""
+    times = {"plain": [], "processors": []}
+    for seed in range(rounds):
+        for name, extra in (("plain", {}), ("processors", settings)):
+            config = SampleConfig(max_new_tokens=steps, num_samples=streams, seed=seed, precision="fp32", **extra)
+            times[name].append(timed_stream(model, prompt, config, device)["us_per_step_after_first"])
+    plain, on = min(times["plain"]), min(times["processors"])
+    return {"streams": streams, "plain_us_per_step": plain, "processors_us_per_step": on, "overhead": on / plain - 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=None, help="model to generate with (default: the bundled model)")
@@ -72,8 +100,11 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 256])
     parser.add_argument("--seconds", type=float, default=2.0, help="about this long per measurement")
     parser.add_argument("--prompt-rounds", type=int, default=5, help="runs of each prompt length (default 5)")
+    parser.add_argument("--processors", nargs="*", default=PROCESSORS, metavar="NAME=VALUE",
+                        help=f"SampleConfig settings timed against plain sampling (default: {' '.join(PROCESSORS)})")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    settings = sample_settings(args.processors)
     device, peak = start(args.device)
     model = lstmgen.load(args.run, device=str(device))
     params = model.model.num_parameters()
@@ -140,7 +171,12 @@ def main() -> None:
     stateful = next(r for r in rows if r["streams"] == 1 and r["precision"] == "auto")["chars_per_second"]
     print(f"\nThe tutorial's method on this model (re-run a 100-character window per character, argmax): "
           f"{refeed:,.0f} chars/s; lstmgen's stateful steps: {stateful:,.0f} chars/s ({stateful / refeed:.1f}×)")
+    overhead = [processor_overhead(model, prompt, settings, n, max(50, int(2000 / n)), device) for n in (1, 64)]
+    print(f"\nProcessors ({', '.join(args.processors)}) against plain sampling, fp32, fastest of 3 runs each")
+    print_table(overhead, [("streams", "streams", "d"), ("plain_us_per_step", "plain µs/step", ",.1f"),
+                           ("processors_us_per_step", "with processors", ",.1f"), ("overhead", "overhead", ".1%")])
     write_json(args.json, {"machine": machine(device), "peak_flops_per_second": peak, "parameters": params,
+                           "processor_settings": settings, "processor_overhead": overhead,
                            "generation": rows, "prompt_length": lengths, "prompt_length_cost_ratio": ratio,
                            "prompt_length_cost_ratio_per_run": pairs, "auto_choices": choices,
                            "window_refeed_chars_per_second": refeed})

@@ -35,8 +35,12 @@ def test_training_benchmark_counts_flops_per_framing(tmp_path):
 
 
 def test_generation_benchmark_reports_batches_and_prompt_lengths(tmp_path):
-    data = bench("generation", "--batches", "1", "2", "--seconds", "0.05", tmp_path=tmp_path)
+    data = bench("generation", "--batches", "1", "2", "--seconds", "0.05", "--prompt-rounds", "1",
+                 "--processors", "dry_multiplier=0.8", "stop=zzz", tmp_path=tmp_path)
     assert {(r["streams"], r["precision"]) for r in data["generation"]} >= {(1, "auto"), (2, "fp32"), (2, "bf16")}
+    assert data["processor_settings"] == {"dry_multiplier": 0.8, "stop": ["zzz"]}
+    assert [r["streams"] for r in data["processor_overhead"]] == [1, 64]
+    assert all(r["processors_us_per_step"] > 0 and r["plain_us_per_step"] > 0 for r in data["processor_overhead"])
     assert [r["prompt_chars"] for r in data["prompt_length"]] == [10, 10_000]
     assert data["prompt_length_cost_ratio"] > 0 and data["window_refeed_chars_per_second"] > 0
 
