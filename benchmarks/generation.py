@@ -171,7 +171,7 @@ def main() -> None:
     stateful = next(r for r in rows if r["streams"] == 1 and r["precision"] == "auto")["chars_per_second"]
     print(f"\nThe tutorial's method on this model (re-run a 100-character window per character, argmax): "
           f"{refeed:,.0f} chars/s; lstmgen's stateful steps: {stateful:,.0f} chars/s ({stateful / refeed:.1f}×)")
-    overhead = [processor_overhead(model, prompt, settings, n, max(50, int(2000 / n)), device) for n in (1, 64)]
+    overhead = [processor_overhead(model, prompt, settings, n, max(200, int(2000 / n)), device) for n in (1, 64)]
     print(f"\nProcessors ({', '.join(args.processors)}) against plain sampling, fp32, fastest of 3 runs each")
     print_table(overhead, [("streams", "streams", "d"), ("plain_us_per_step", "plain µs/step", ",.1f"),
                            ("processors_us_per_step", "with processors", ",.1f"), ("overhead", "overhead", ".1%")])
