@@ -103,7 +103,9 @@ PATHOLOGICAL = {
     "only-newlines.txt": lambda: b"\n" * 100_000,
     "one-character.txt": lambda: b"a" * 20_000,
     "bad-utf8-tail.txt": lambda: "Alice was beginning to get very tired. ".encode() * 200 + b"\xc3\x28\xa0\xa1\xff",
-    "100k-distinct.txt": lambda: (distinct_characters(100_000) * 2).encode("utf-8"),
+    # 100,000 distinct characters, then the first 12,000 again: the held-out
+    # tenth (scored against 100,000 logits a character) stays small.
+    "100k-distinct.txt": lambda: (distinct_characters(100_000) + distinct_characters(12_000)).encode("utf-8"),
 }
 
 

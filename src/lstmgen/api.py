@@ -81,7 +81,8 @@ class LanguageModel:
         ids = self.tokenizer.encode(prepared.text).tolist()
         decoders = [self.tokenizer.stream_decoder() for _ in range(config.num_samples)]
         stops = [StopText(config) for _ in range(config.num_samples)]
-        for tokens in stream_tokens(self.model, ids, config, seed, self.breakers(config.dry_sequence_breakers)):
+        breakers = self.breakers(config.dry_sequence_breakers) if config.dry_multiplier > 0 else None
+        for tokens in stream_tokens(self.model, ids, config, seed, breakers):
             # One tolist() instead of a tensor-to-int conversion per sample: 64 of those cost 5% of a step.
             yield [s.push(d.push(t)) for s, d, t in zip(stops, decoders, tokens.tolist())]
             if all(s.done for s in stops):

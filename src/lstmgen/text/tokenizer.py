@@ -1,4 +1,5 @@
-"""Character vocabulary: the sorted unique characters of the training text.
+"""Tokenizers: characters (the sorted unique characters of the training
+text), words, and byte-level BPE.
 
 The vocabulary lives inside every checkpoint (``tokenizer.json``), so a model
 can be sampled without the corpus that trained it.
