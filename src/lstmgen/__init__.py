@@ -24,7 +24,7 @@ _EXPORTS = {
     "PRESETS": "training.presets", "train": "api", "resume": "api",
     # sampling, evaluation
     "load": "api", "LanguageModel": "api", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
-    "EvalResult": "evaluate",
+    "EvalResult": "evaluate", "samples_report": "sampling.report", "parse_setting": "sampling.report",
     # every door's options, from the config dataclasses
     "config_fields": "fields", "add_config_arguments": "fields", "config_from_arguments": "fields",
     # the machine

@@ -149,15 +149,24 @@ class LanguageModel:
 
     def evaluate_validation(self) -> EvalResult:
         """Loss on the run's own held-out split (``RUN_DIR/data/val.bin``)."""
+        data_dir, val = self._validation_ids("give a TEXT_FILE to evaluate on")
+        return self.evaluate_ids(val, validation_chars(data_dir, self.tokenizer, val, self.unscored_tokens))
+
+    def held_out_text(self, max_chars: int | None = None) -> str:
+        """The run's own held-out text (at most ``max_chars`` characters from its start)."""
+        _, val = self._validation_ids("give a held-out text file (--held-out TEXT_FILE)")
+        return self.tokenizer.decode(val[:max_chars] if max_chars is not None else val)
+
+    def _validation_ids(self, fix: str) -> tuple[Path, np.ndarray]:
         from .training.loop import run_data_dir
 
         data_dir = run_data_dir(self.path.parent, self.checkpoint.meta)
         if not (data_dir / "meta.json").exists():
-            raise LstmgenError(f"{self.path} has no held-out split beside it; give a TEXT_FILE to evaluate on")
+            raise LstmgenError(f"{self.path} has no held-out split beside it; {fix}")
         split = load_split(data_dir)
         if len(split.val) < 2:
-            raise LstmgenError("this run held out no validation text (--val-fraction 0); give a TEXT_FILE to evaluate on")
-        return self.evaluate_ids(split.val, validation_chars(data_dir, self.tokenizer, split.val, self.unscored_tokens))
+            raise LstmgenError(f"this run held out no validation text (--val-fraction 0); {fix}")
+        return data_dir, split.val
 
 
 def validation_chars(data_dir: Path, tokenizer, val_ids: np.ndarray, skip: int) -> int | None:

@@ -164,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     lstmgen.add_config_arguments(p.add_argument_group("sampling (lstmgen.SampleConfig)"), lstmgen.SampleConfig)
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
 
+    p = sub.add_parser("samples-report", help="loops and diversity of samples against held-out text")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
+    p.add_argument("--compare", nargs="+", metavar="SETTING", default=["temperature=0", "temperature=0.8", "default"],
+                   help="'default', or sampling options as NAME=VALUE[,NAME=VALUE] "
+                        "(default: temperature=0 temperature=0.8 default)")
+    p.add_argument("--samples", type=_positive_int, default=20, help="texts per setting (default 20)")
+    p.add_argument("--length", type=_positive_int, default=2000, help="characters per text (default 2000)")
+    p.add_argument("--held-out", metavar="TEXT_FILE",
+                   help="held-out text to compare with: its last SAMPLES × LENGTH characters "
+                        "(default: the run's own validation split)")
+    p.add_argument("--seed", type=_positive_int, default=0)
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("doctor", help="what this machine is and what --precision auto picks on it (for bug reports)")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the model to time (default: the bundled Alice model)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -362,13 +375,38 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_samples_report(args) -> int:
+    model = lstmgen.load(args.run_dir)
+    settings = {text: lstmgen.parse_setting(text, lstmgen.SampleConfig()) for text in args.compare}
+    if args.held_out:
+        text = lstmgen.read_corpus(args.held_out, model.corpus_config).text
+        held_out = text[-args.samples * args.length:]
+    else:
+        held_out = model.held_out_text(args.samples * args.length)
+    rows = lstmgen.samples_report(model, settings, held_out, args.samples, args.length, seed=args.seed)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{args.samples} texts of {args.length:,} characters per setting; a loop is a unit of 10 or more "
+          "characters said 3 or more times back to back; n-grams over words")
+    header = ["setting", "loops", "longest repeat", "in repeats", "distinct-1", "distinct-2", "distinct-3",
+              "distinct-4", "seq-rep-4", "loss nats"]
+    cells = [[r["setting"], f"{r['loops']}/{r['texts']}", r["longest_repeat"], f"{r['repeated_share']:.1%}",
+              *(f"{r[f'distinct_{n}']:.3f}" for n in (1, 2, 3, 4)), f"{r['seq_rep_4']:.3f}",
+              f"{r['loss_nats']:.3f}"] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in [header] + cells:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     report = lstmgen.machine_report(args.run_dir, device=args.device)
     print(json.dumps(report, indent=2) if args.json else lstmgen.format_report(report))
     return 0
 
 
-COMMANDS = {"doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

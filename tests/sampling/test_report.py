@@ -42,3 +42,39 @@ def test_text_statistics_columns():
     stats = text_statistics("word " * 40)
     assert stats["loop"] and stats["distinct_1"] == 1 / 40 and stats["seq_rep_4"] == 1 - 1 / 37
     assert stats["longest_repeat"] == "10×20"  # 'word word ' is the shortest unit of 10 or more characters
+
+
+def test_settings_parse_like_flags_and_refuse_in_one_line():
+    from lstmgen.errors import LstmgenError
+    from lstmgen.sampling.config import SampleConfig
+    from lstmgen.sampling.report import parse_setting
+
+    base = SampleConfig()
+    assert parse_setting("default", base) == base
+    assert parse_setting("temperature=0.5, dry_multiplier=0.8", base) == SampleConfig(temperature=0.5,
+                                                                                       dry_multiplier=0.8)
+    with pytest.raises(LstmgenError, match="NAME=VALUE"):
+        parse_setting("warmth=3", base)
+    with pytest.raises(LstmgenError, match="--temperature takes a number"):
+        parse_setting("temperature=hot", base)
+
+
+def test_samples_report_from_the_command_line(tmp_path):
+    import json
+
+    from conftest import corpus_path, run_cli
+
+    alice = corpus_path("alice-gutenberg-11-utf8.txt")
+    done = run_cli("samples-report", "--samples", "3", "--length", "200", "--held-out", str(alice), "--json",
+                   "--compare", "temperature=0", "temperature=0.8")
+    assert done.returncode == 0, done.stderr.decode()
+    rows = {r["setting"]: r for r in json.loads(done.stdout)}
+    assert list(rows) == ["temperature=0", "temperature=0.8", "held-out text"]
+    # Argmax: three identical texts from one prompt, looping; held-out text: Alice's own last 600 characters.
+    assert rows["temperature=0"]["loops"] == 3 and rows["held-out text"]["loops"] == 0
+    assert rows["temperature=0"]["loss_nats"] < rows["temperature=0.8"]["loss_nats"]
+    assert rows["held-out text"]["distinct_1"] > rows["temperature=0"]["distinct_1"]
+    bad = run_cli("samples-report", "--compare", "warmth=3")
+    assert bad.returncode == 1 and len(bad.stderr.decode().strip().splitlines()) == 1
+    none = run_cli("samples-report", "--samples", "2", "--length", "50")  # the bundled model has no split beside it
+    assert none.returncode == 1 and b"--held-out TEXT_FILE" in none.stderr

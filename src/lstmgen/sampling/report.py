@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import LstmgenError
+from .config import SampleConfig
+
 LOOP_UNIT = 10
 """A loop: a unit of at least this many characters..."""
 LOOP_COUNT = 3
@@ -94,3 +97,53 @@ def text_statistics(text: str) -> dict:
         **{f"distinct_{n}": distinct_n(words, n) for n in (1, 2, 3, 4)},
         "seq_rep_4": seq_rep(words, 4),
     }
+
+
+def parse_setting(text: str, base: SampleConfig) -> SampleConfig:
+    """'default', or NAME=VALUE pairs separated by commas (SampleConfig fields,
+    parsed as their flags are), on top of ``base``."""
+    from ..fields import config_fields
+
+    fields = {f.name: f for f in config_fields(SampleConfig)}
+    values = base.to_dict()
+    if text.strip() != "default":
+        for pair in text.split(","):
+            name, eq, value = pair.strip().partition("=")
+            if not eq or name not in fields:
+                raise LstmgenError(f"{pair.strip()!r} is not NAME=VALUE with NAME a sampling option "
+                                   f"(such as temperature=0.5); or say 'default'")
+            values[name] = fields[name].parse(value)
+    return SampleConfig(**values)
+
+
+def samples_report(model, settings: dict[str, SampleConfig], held_out: str | None, samples: int, length: int,
+                   seed: int = 0) -> list[dict]:
+    """One row per setting (``samples`` texts of ``length`` characters from a
+    random excerpt of the training text), and one for held-out text cut into
+    pieces of the same length: loops, diversity, and the model's own loss on
+    each text (how far sampling moved from the model's distribution)."""
+    rows = []
+    for name, config in settings.items():
+        config = SampleConfig(**dict(config.to_dict(), num_samples=samples, seed=seed, max_new_tokens=length))
+        texts = model.generate(model.random_prompt(seed), config)
+        rows.append(_row(name, texts, model))
+    if held_out is not None:
+        pieces = [held_out[i * length:(i + 1) * length] for i in range(samples)]
+        pieces = [p for p in pieces if len(p) == length]
+        if not pieces:
+            raise LstmgenError(f"the held-out text has fewer than {length:,} characters; lower --length")
+        rows.append(_row("held-out text", pieces, model))
+    return rows
+
+
+def _row(name: str, texts: list[str], model) -> dict:
+    stats = [text_statistics(t) for t in texts]
+    longest = max(stats, key=lambda s: s["longest_repeat_chars"])
+    row = {"setting": name, "texts": len(texts), "loops": sum(s["loop"] for s in stats),
+           "longest_repeat": longest["longest_repeat"]}
+    for key in ("repeated_share", "distinct_1", "distinct_2", "distinct_3", "distinct_4", "seq_rep_4"):
+        row[key] = sum(s[key] for s in stats) / len(stats)
+    losses = [model.evaluate(t) for t in texts if len(t) > 1]
+    tokens = sum(r.tokens for r in losses)
+    row["loss_nats"] = sum(r.loss_nats * r.tokens for r in losses) / tokens if tokens else float("nan")
+    return row
