@@ -84,12 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lstmgen {lstmgen.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    _add_corpus(sub)
+    _add_prepare(sub)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_samples_report(sub)
+    _add_doctor(sub)
+    _add_evaluate(sub)
+    return parser
+
+
+def _add_corpus(sub) -> None:
     p = sub.add_parser("corpus", help="summarise a text file as the model would see it")
     p.add_argument("file", metavar="FILE")
     _add_corpus_options(p)
     p.add_argument("--dump", metavar="OUT", help="write the cleaned text to OUT")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+
+def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="turn text files of any size into memory-mapped token files")
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="files, directories or glob patterns")
     p.add_argument("--out", required=True, metavar="DATA_DIR")
@@ -102,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_corpus_options(p)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on a text file or prepared data")
     p.add_argument("corpus", metavar="CORPUS", nargs="?",
                    help="a text file, or a DATA_DIR from lstmgen prepare (not needed with --resume)")
@@ -157,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="bf16 autocast for training; auto times fp32 and bf16 on this machine and takes the faster")
 
+
+def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a trained model")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
     p.add_argument("--prompt", help="text to start from; '-' reads standard input (default: a random excerpt)")
@@ -164,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     lstmgen.add_config_arguments(p.add_argument_group("sampling (lstmgen.SampleConfig)"), lstmgen.SampleConfig)
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
 
+
+def _add_samples_report(sub) -> None:
     p = sub.add_parser("samples-report", help="loops and diversity of samples against held-out text")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
     p.add_argument("--compare", nargs="+", metavar="SETTING", default=["temperature=0", "temperature=0.8", "default"],
@@ -177,16 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_positive_int, default=0)
     p.add_argument("--json", action="store_true")
 
+
+def _add_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="what this machine is and what --precision auto picks on it (for bug reports)")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="the model to time (default: the bundled Alice model)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--json", action="store_true", help="print the report as JSON, every CPU flag included")
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="held-out loss of a model")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("text_file", nargs="?", metavar="TEXT_FILE", help="default: the run's own validation split")
     p.add_argument("--json", action="store_true")
-    return parser
 
 
 def cmd_corpus(args) -> int:
