@@ -262,13 +262,7 @@ def prepare(
     config = corpus_config or CorpusConfig()
     split_ids(100, val_fraction)  # validates the fraction before any work
     files = find_inputs(inputs, pattern)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LstmgenError(f"cannot create {out} ({exc.strerror}); choose a writable --out directory") from None
-    if (out / "meta.json").exists() and not (out / "meta.json").read_text().startswith("{"):
-        raise LstmgenError(f"{out}/meta.json is not lstmgen data; choose another --out")
+    out = _data_dir(out_dir)
     start_time = time.perf_counter()
     total_bytes = sum(f.stat().st_size for f in files)
     tmp = out / "ids.tmp"
@@ -283,30 +277,11 @@ def prepare(
         for path in files:
             size = path.stat().st_size
             try:
-                if size <= whole_file_limit:
-                    corpus = read_corpus(path, config)
-                    notes.extend(f"{path}: {n}" for n in corpus.notes if "byte-order" not in n and "line ends" not in n)
-                    text = corpus.text
-                else:
-                    text = None
+                _append_file(path, size, config, writer, normalize, notes, separator if kept else "",
+                             chunk_bytes, whole_file_limit)
+                kept += 1
             except LstmgenError as exc:
                 skipped.append(f"{path}: {exc}")
-                bar.update(size)
-                continue
-            mark = writer.count
-            if kept and separator:
-                writer.write(separator)
-            if text is not None:
-                writer.write(text)
-            else:
-                try:
-                    _stream_large_file(path, config, writer, normalize, notes, chunk_bytes)
-                except LstmgenError as exc:
-                    writer.truncate(mark)
-                    skipped.append(f"{path}: {exc}")
-                    bar.update(size)
-                    continue
-            kept += 1
             bar.update(size)
     except OSError as exc:
         writer.file.close()
@@ -335,6 +310,40 @@ def prepare(
         seconds=time.perf_counter() - start_time, notes=notes, input_bytes=total_bytes,
     )
     return result
+
+
+def _data_dir(out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LstmgenError(f"cannot create {out} ({exc.strerror}); choose a writable --out directory") from None
+    if (out / "meta.json").exists() and not (out / "meta.json").read_text().startswith("{"):
+        raise LstmgenError(f"{out}/meta.json is not lstmgen data; choose another --out")
+    return out
+
+
+def _append_file(path: Path, size: int, config: CorpusConfig, writer: IdWriter, normalize, notes: list[str],
+                 separator: str, chunk_bytes: int, whole_file_limit: int) -> None:
+    """One file's cleaned text (after ``separator``) onto the ids: read whole
+    up to ``whole_file_limit`` bytes, else in chunks. A file that cannot be
+    read raises LstmgenError and leaves the ids as they were."""
+    text = None
+    if size <= whole_file_limit:
+        corpus = read_corpus(path, config)
+        notes.extend(f"{path}: {n}" for n in corpus.notes if "byte-order" not in n and "line ends" not in n)
+        text = corpus.text
+    mark = writer.count
+    if separator:
+        writer.write(separator)
+    if text is not None:
+        writer.write(text)
+        return
+    try:
+        _stream_large_file(path, config, writer, normalize, notes, chunk_bytes)
+    except LstmgenError:
+        writer.truncate(mark)
+        raise
 
 
 def _finish(out: Path, writer: IdWriter, val_fraction: float, config: CorpusConfig, files, kept: int,
