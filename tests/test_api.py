@@ -12,14 +12,15 @@ from lstmgen.errors import LstmgenError
 from conftest import ROOT, corpus_path
 
 
-def test_the_command_line_uses_only_the_public_api():
-    tree = ast.parse((ROOT / "src" / "lstmgen" / "cli.py").read_text(encoding="utf-8"))
+def public_names_used(door: str) -> set[str]:
+    """The lstmgen names that src/lstmgen/DOOR uses, failing on any import from inside the package."""
+    tree = ast.parse((ROOT / "src" / "lstmgen" / door).read_text(encoding="utf-8"))
     used = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"cli.py imports a relative module (line {node.lineno})"
+            assert node.level == 0, f"{door} imports a relative module (line {node.lineno})"
             if node.module and node.module.startswith("lstmgen"):
-                assert node.module == "lstmgen", f"cli.py reaches into {node.module} (line {node.lineno})"
+                assert node.module == "lstmgen", f"{door} reaches into {node.module} (line {node.lineno})"
                 used |= {alias.name for alias in node.names}
         elif isinstance(node, ast.Import):
             for alias in node.names:
@@ -27,7 +28,16 @@ def test_the_command_line_uses_only_the_public_api():
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "lstmgen":
             used.add(node.attr)
     assert used - {"__version__"} <= set(lstmgen.__all__), sorted(used - set(lstmgen.__all__))
+    return used
+
+
+def test_the_command_line_uses_only_the_public_api():
+    used = public_names_used("cli.py")
     assert {"train", "resume", "load", "prepare", "read_corpus", "summarize_corpus", "machine_report"} <= used
+
+
+def test_the_chat_uses_only_the_public_api():
+    assert {"config_fields", "SampleConfig", "LstmgenError"} <= public_names_used("chat.py")
 
 
 def test_every_exported_name_resolves():

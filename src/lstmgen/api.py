@@ -18,7 +18,7 @@ from .errors import LstmgenError
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
 from .sampling.config import SampleConfig, fresh_seed
 from .sampling.stops import StopText
-from .sampling.stream import stream_tokens
+from .sampling.stream import TokenStream
 from .text.batches import load_split
 from .text.corpus import normalize_text, read_corpus
 from .text.tokenizer import UnknownReport
@@ -64,9 +64,10 @@ class LanguageModel:
             return "\n" if "\n" in self.tokenizer.index else self.tokenizer.chars[0]
         return random.Random(seed).choice(excerpts)
 
-    def stream(self, prompt: str | None = None, config: SampleConfig | None = None,
-               warn=None) -> Iterator[list[str]]:
-        """Yield, step by step, the next piece of text for each sample.
+    def start(self, prompt: str | None = None, config: SampleConfig | None = None, warn=None) -> "Generation":
+        """Read the prompt and get ready to write ``config.num_samples``
+        continuations; the returned Generation can be asked for more text
+        again and again, carrying on from where it stopped.
 
         ``prompt=None`` takes a random excerpt of the training text. Unknown
         prompt characters are reported through ``warn`` (one line).
@@ -79,17 +80,13 @@ class LanguageModel:
         if prepared.unknown and warn is not None:
             warn(prepared.unknown.describe())
         ids = self.tokenizer.encode(prepared.text).tolist()
-        decoders = [self.tokenizer.stream_decoder() for _ in range(config.num_samples)]
-        stops = [StopText(config) for _ in range(config.num_samples)]
         breakers = self.breakers(config.dry_sequence_breakers) if config.dry_multiplier > 0 else None
-        for tokens in stream_tokens(self.model, ids, config, seed, breakers):
-            # One tolist() instead of a tensor-to-int conversion per sample: 64 of those cost 5% of a step.
-            yield [s.push(d.push(t)) for s, d, t in zip(stops, decoders, tokens.tolist())]
-            if all(s.done for s in stops):
-                return
-        tail = [s.flush() if s.done else s.push(d.flush()) + s.flush() for s, d in zip(stops, decoders)]
-        if any(tail):
-            yield tail
+        return Generation(self, TokenStream(self.model, ids, config, seed, breakers), prepared.text)
+
+    def stream(self, prompt: str | None = None, config: SampleConfig | None = None,
+               warn=None) -> Iterator[list[str]]:
+        """Yield, step by step, the next piece of text for each sample (see ``start``)."""
+        return self.start(prompt, config, warn).pieces()
 
     def breakers(self, strings: tuple[str, ...]) -> torch.Tensor:
         """(V,) bool: the tokens whose text contains a DRY sequence breaker."""
@@ -167,6 +164,53 @@ class LanguageModel:
         if len(split.val) < 2:
             raise LstmgenError(f"this run held out no validation text (--val-fraction 0); {fix}")
         return data_dir, split.val
+
+
+class Generation:
+    """Texts in progress: the model's state after them, their decoders and
+    stop strings. ``pieces`` writes more; calling it again goes on from
+    where the text stopped, at the cost of the new tokens only."""
+
+    def __init__(self, model: LanguageModel, tokens: TokenStream, prompt: str):
+        self.model, self.tokens = model, tokens
+        self.prompt = prompt
+        """The prompt as the model read it (after the model's corpus options)."""
+        n = tokens.config.num_samples
+        self.decoders = [model.tokenizer.stream_decoder() for _ in range(n)]
+        self.stops: list[StopText] = []
+
+    @property
+    def config(self) -> SampleConfig:
+        return self.tokens.config
+
+    def reconfigure(self, config: SampleConfig) -> None:
+        """Go on with other settings (the same number of samples)."""
+        if config.dry_multiplier > 0:
+            self.tokens.breakers = self.model.breakers(config.dry_sequence_breakers)
+        self.tokens.reconfigure(config)
+
+    @property
+    def stopped(self) -> bool:
+        """Every sample met a stop string in the last ``pieces``."""
+        return bool(self.stops) and all(s.done for s in self.stops)
+
+    def pieces(self, max_new_tokens: int | None = None, final: bool = True) -> Iterator[list[str]]:
+        """Yield, step by step, the next piece of text for each sample, for at
+        most ``max_new_tokens`` tokens (default: the config's). ``final``
+        ends a character cut in the middle (a BPE token may hold part of one)
+        as U+FFFD; with False it waits for the next call to finish it."""
+        self.stops = [StopText(self.config) for _ in self.decoders]
+        stops, decoders = self.stops, self.decoders
+        for tokens in self.tokens.tokens(max_new_tokens):
+            # One tolist() instead of a tensor-to-int conversion per sample: 64 of those cost 5% of a step.
+            yield [s.push(d.push(t)) for s, d, t in zip(stops, decoders, tokens.tolist())]
+            if all(s.done for s in stops):
+                return
+        # Text held back as a possible stop string's start is shown now.
+        tail = [s.flush() if s.done or not final else s.push(d.flush()) + s.flush()
+                for s, d in zip(stops, decoders)]
+        if any(tail):
+            yield tail
 
 
 def validation_chars(data_dir: Path, tokenizer, val_ids: np.ndarray, skip: int) -> int | None:

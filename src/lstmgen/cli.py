@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_generate(sub)
+    _add_chat(sub)
     _add_samples_report(sub)
     _add_doctor(sub)
     _add_evaluate(sub)
@@ -180,6 +181,13 @@ def _add_generate(sub) -> None:
     # Every SampleConfig field is a flag, named, typed and explained by the dataclass itself.
     lstmgen.add_config_arguments(p.add_argument_group("sampling (lstmgen.SampleConfig)"), lstmgen.SampleConfig)
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
+
+
+def _add_chat(sub) -> None:
+    p = sub.add_parser("chat", help="type a seed, watch the text come; change settings as you go (/help)")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
+    lstmgen.add_config_arguments(p.add_argument_group("starting settings (lstmgen.SampleConfig; /set changes them)"),
+                                 lstmgen.SampleConfig)
 
 
 def _add_samples_report(sub) -> None:
@@ -382,6 +390,13 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_chat(args) -> int:
+    config = lstmgen.config_from_arguments(lstmgen.SampleConfig, args)
+    if config.num_samples != 1:
+        raise LstmgenError("chat shows one text at a time; for several samples use lstmgen generate --num-samples")
+    return lstmgen.chat(lstmgen.load(args.run_dir), config, warn=_warn)
+
+
 def cmd_evaluate(args) -> int:
     model = lstmgen.load(args.run_dir)
     if args.text_file:
@@ -428,7 +443,7 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
+COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

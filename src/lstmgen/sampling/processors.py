@@ -141,6 +141,12 @@ class History:
             setattr(self, name, np.repeat(getattr(self, name), streams, axis=0))
         self._rows = np.arange(streams)
 
+    def set_row(self, row: int, other: "History") -> None:
+        """Make stream ``row`` hold what one-stream ``other`` holds."""
+        if self.active:
+            for name in ("window", "counts", "match", "dry_match"):
+                getattr(self, name)[row] = getattr(other, name)[0]
+
     def push(self, tokens) -> None:
         """Add one token per stream, (N,), to every stream's window."""
         if not self.active:
