@@ -51,7 +51,7 @@ def run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, spl
     first_row = info.rank * rows  # this rank's share of every batch
     log(f"lstmgen: {trainer.precision.describe('training')}")
     meta_base = dict(meta_base, precision_chosen={"training": trainer.precision.to_dict()})
-    recorder = Recorder(out, trainer, tokenizer, corpus_config, meta_base)
+    recorder = Recorder(out, trainer, tokenizer, corpus_config, meta_base, draws=info.is_main)
     held_out = HeldOut(split.val, config, tokenizer, run_data_dir(out, meta_base))
     train_model = D.wrap(model, device, info)
     clock = Clock(pos.elapsed_s)
@@ -97,6 +97,7 @@ def run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, spl
                             pos.elapsed_s = clock.elapsed_s()
                             recorder.save(pos, epoch_float, val, with_row=decision.evaluate, improved=improved,
                                           carried=carried, rank_states=rank_states if info.enabled else None)
+                            recorder.draw_curves(log)
                         clock.saved()
                         if decision.evaluate:
                             decision.reached = stop.after_validation(pos, val, decision.reached)
@@ -156,6 +157,7 @@ def finish(out: Path, recorder: Recorder, pos: Position, clock: Clock, steps: in
         log(f"lstmgen: {out} has already reached its limits at step {pos.step}; "
             "raise --epochs, --max-steps or --max-minutes to train longer")
     history = recorder.history
+    recorder.draw_curves(log, final=True)
     result = TrainResult(
         run_dir=out, best_val=recorder.best, steps=pos.step,
         epochs_completed=history[-1]["epoch"] if history else 0.0, seconds=time.perf_counter() - clock.start,

@@ -4,9 +4,11 @@ best/ when the held-out loss improves, and last/ with everything a resume needs.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
+from ..curves import write_run_curves
 from ..errors import LstmgenError
 from ..evaluate import EvalResult
 from ..text.corpus import CorpusConfig
@@ -26,7 +28,10 @@ def format_eval(result: EvalResult) -> str:
 
 
 class Recorder:
-    def __init__(self, out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, meta_base: dict):
+    def __init__(self, out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, meta_base: dict,
+                 draws: bool = True):
+        self.draws = draws
+        """Whether this process draws curves.png (in a multi-process run, one does)."""
         self.out, self.trainer, self.tokenizer, self.corpus_config = out, trainer, tokenizer, corpus_config
         self.meta_base = meta_base
         self.metrics_path = out / "metrics.jsonl"
@@ -34,6 +39,8 @@ class Recorder:
                         if self.metrics_path.exists() else [])
         self.best: EvalResult | None = None
         """The best validation of this sitting (earlier ones: Position.best_val_loss)."""
+        self.curves_drawn_at: float | None = None
+        self.curves_failed = False
 
     @staticmethod
     def is_best(pos: Position, val: EvalResult | None) -> bool:
@@ -46,6 +53,7 @@ class Recorder:
         row = {
             "step": pos.step, "epoch": round(epoch_float, 4), "elapsed_s": round(pos.elapsed_s, 2),
             "train_s": round(pos.train_s, 3),
+            "trained_tokens": pos.trained_chars,
             "lr": self.trainer.optimizer.param_groups[0]["lr"], "train_loss_nats": round(pos.train_loss_nats, 5),
             "train_chars_per_second": round(pos.trained_chars / max(pos.elapsed_s, 1e-9), 1),
         }
@@ -72,3 +80,23 @@ class Recorder:
             save_checkpoint(self.out / "best", model, self.tokenizer, self.corpus_config, dict(meta, best=True))
         save_checkpoint(self.out / "last", model, self.tokenizer, self.corpus_config, meta,
                         trainer_state=trainer_state(self.trainer.optimizer, pos, carried, rank_states))
+
+    def draw_curves(self, log, final: bool = False) -> None:
+        """RUN_DIR/curves.png, once there are two metrics rows: at the end,
+        and at a checkpoint when the last drawing is over CURVES_EVERY_S old
+        (a drawing takes about 0.3 s, plus 1 s to import matplotlib the first
+        time). A failure is one warning, once; training goes on."""
+        now = time.perf_counter()
+        due = final or self.curves_drawn_at is None or now - self.curves_drawn_at >= CURVES_EVERY_S
+        # One row is a point, not a curve (and a run of a few steps is spared matplotlib's second).
+        if not self.draws or len(self.history) < 2 or self.curves_failed or not due:
+            return
+        self.curves_drawn_at = now
+        try:
+            write_run_curves(self.out)
+        except LstmgenError as exc:
+            self.curves_failed = True
+            log(f"lstmgen: warning: no curves.png: {exc}")
+
+
+CURVES_EVERY_S = 60.0
