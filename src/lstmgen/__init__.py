@@ -25,6 +25,7 @@ _EXPORTS = {
     # sampling, evaluation
     "load": "api", "LanguageModel": "api", "Generation": "api", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
     "EvalResult": "evaluate", "samples_report": "sampling.report", "parse_setting": "sampling.report",
+    "plot_runs": "curves", "read_curve": "curves", "write_run_curves": "curves",
     # every door's options, from the config dataclasses
     "config_fields": "fields", "add_config_arguments": "fields", "config_from_arguments": "fields",
     # the interactive door

@@ -17,6 +17,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .errors import LstmgenError
 from .evaluate import EvalResult, evaluate_stream, evaluate_windows
 from .sampling.config import SampleConfig, fresh_seed
+from .sampling.copying import TrainingText
 from .sampling.stops import StopText
 from .sampling.stream import TokenStream
 from .text.batches import load_split
@@ -153,6 +154,26 @@ class LanguageModel:
         """The run's own held-out text (at most ``max_chars`` characters from its start)."""
         _, val = self._validation_ids("give a held-out text file (--held-out TEXT_FILE)")
         return self.tokenizer.decode(val[:max_chars] if max_chars is not None else val)
+
+    def training_text(self, path: str | os.PathLike | None = None) -> TrainingText:
+        """An exact index of the training text for the copying statistics:
+        the run's own training split, or the file at ``path`` read with the
+        model's corpus options. Over 100 M characters, a stated sample."""
+        if path is not None:
+            return TrainingText.from_text(read_corpus(path, self.corpus_config).text)
+        from .training.loop import run_data_dir
+
+        data_dir = run_data_dir(self.path.parent, self.checkpoint.meta)
+        if not (data_dir / "meta.json").exists():
+            raise LstmgenError(f"{self.path} has no training text beside it; give the training text (--train-text FILE)")
+        meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
+        train = load_split(data_dir).train
+        chars = None
+        if self.tokenizer.level == "char":
+            chars = len(train)
+        elif meta.get("chars") and meta.get("val_chars") is not None:
+            chars = int(meta["chars"]) - int(meta["val_chars"])
+        return TrainingText.from_token_ids(train, self.tokenizer.decode, chars)
 
     def _validation_ids(self, fix: str) -> tuple[Path, np.ndarray]:
         from .training.loop import run_data_dir

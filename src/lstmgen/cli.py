@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_samples_report(sub)
     _add_doctor(sub)
     _add_evaluate(sub)
+    _add_plot(sub)
     return parser
 
 
@@ -201,6 +202,9 @@ def _add_samples_report(sub) -> None:
     p.add_argument("--held-out", metavar="TEXT_FILE",
                    help="held-out text to compare with: its last SAMPLES × LENGTH characters "
                         "(default: the run's own validation split)")
+    p.add_argument("--train-text", metavar="TEXT_FILE",
+                   help="the training text, for the copying columns (default: the run's own training split; "
+                        "over 100 M characters, a sample)")
     p.add_argument("--seed", type=_positive_int, default=0)
     p.add_argument("--json", action="store_true")
 
@@ -217,6 +221,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("text_file", nargs="?", metavar="TEXT_FILE", help="default: the run's own validation split")
     p.add_argument("--json", action="store_true")
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="learning curves of one or more runs in one PNG")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="curves.png", metavar="FILE.png", help="default: curves.png here")
 
 
 def cmd_corpus(args) -> int:
@@ -397,6 +407,13 @@ def cmd_chat(args) -> int:
     return lstmgen.chat(lstmgen.load(args.run_dir), config, warn=_warn)
 
 
+def cmd_plot(args) -> int:
+    if not args.out.lower().endswith(".png"):
+        raise LstmgenError(f"--out must name a .png file, got {args.out!r}")
+    print(f"wrote {lstmgen.plot_runs(args.run_dirs, args.out)}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     model = lstmgen.load(args.run_dir)
     if args.text_file:
@@ -420,21 +437,37 @@ def cmd_samples_report(args) -> int:
         held_out = text[-args.samples * args.length:]
     else:
         held_out = model.held_out_text(args.samples * args.length)
-    rows = lstmgen.samples_report(model, settings, held_out, args.samples, args.length, seed=args.seed)
+    training = _training_text(model, args.train_text)
+    rows = lstmgen.samples_report(model, settings, held_out, args.samples, args.length, seed=args.seed,
+                                  training=training)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"copying": training.describe() if training else None, "rows": rows}, indent=2))
         return 0
     print(f"{args.samples} texts of {args.length:,} characters per setting; a loop is a unit of 10 or more "
           "characters said 3 or more times back to back; n-grams over words")
+    print(training.describe() + "; longest stretch found verbatim, and the share of 20-character substrings found"
+          if training else "copying: no training text beside this model (give --train-text FILE for those columns)")
     header = ["setting", "loops", "longest repeat", "in repeats", "distinct-1", "distinct-2", "distinct-3",
-              "distinct-4", "seq-rep-4", "loss nats"]
+              "distinct-4", "seq-rep-4", *(["longest copy", "copied 20-grams"] if training else []), "loss nats"]
     cells = [[r["setting"], f"{r['loops']}/{r['texts']}", r["longest_repeat"], f"{r['repeated_share']:.1%}",
               *(f"{r[f'distinct_{n}']:.3f}" for n in (1, 2, 3, 4)), f"{r['seq_rep_4']:.3f}",
+              *([str(r["longest_copy_chars"]), f"{r['copied_20grams']:.1%}"] if training else []),
               f"{r['loss_nats']:.3f}"] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     for line in [header] + cells:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
     return 0
+
+
+def _training_text(model, path):
+    """The copying columns' index; a model without its training text beside
+    it (the bundled one) goes without them unless a file is given."""
+    try:
+        return model.training_text(path)
+    except LstmgenError:
+        if path is not None:
+            raise
+        return None
 
 
 def cmd_doctor(args) -> int:
@@ -443,7 +476,7 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "evaluate": cmd_evaluate}
+COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "plot": cmd_plot, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,9 +66,14 @@ def test_samples_report_from_the_command_line(tmp_path):
 
     alice = corpus_path("alice-gutenberg-11-utf8.txt")
     done = run_cli("samples-report", "--samples", "3", "--length", "200", "--held-out", str(alice), "--json",
-                   "--compare", "temperature=0", "temperature=0.8")
+                   "--compare", "temperature=0", "temperature=0.8", "--train-text", str(alice))
     assert done.returncode == 0, done.stderr.decode()
-    rows = {r["setting"]: r for r in json.loads(done.stdout)}
+    report = json.loads(done.stdout)
+    assert report["copying"].startswith("copying: against the whole training text")
+    rows = {r["setting"]: r for r in report["rows"]}
+    # The held-out text given is the training text's own end: copied whole.
+    assert rows["held-out text"]["longest_copy_chars"] == 200 and rows["held-out text"]["copied_20grams"] == 1.0
+    assert 0 < rows["temperature=0.8"]["copied_20grams"] < 1.0
     assert list(rows) == ["temperature=0", "temperature=0.8", "held-out text"]
     # Argmax: three identical texts from one prompt, looping; held-out text: Alice's own last 600 characters.
     assert rows["temperature=0"]["loops"] == 3 and rows["held-out text"]["loops"] == 0

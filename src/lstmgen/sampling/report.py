@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import LstmgenError
 from .config import SampleConfig
+from .copying import TrainingText
 
 LOOP_UNIT = 10
 """A loop: a unit of at least this many characters..."""
@@ -117,32 +118,39 @@ def parse_setting(text: str, base: SampleConfig) -> SampleConfig:
 
 
 def samples_report(model, settings: dict[str, SampleConfig], held_out: str | None, samples: int, length: int,
-                   seed: int = 0) -> list[dict]:
+                   seed: int = 0, training: "TrainingText | None" = None) -> list[dict]:
     """One row per setting (``samples`` texts of ``length`` characters from a
     random excerpt of the training text), and one for held-out text cut into
-    pieces of the same length: loops, diversity, and the model's own loss on
-    each text (how far sampling moved from the model's distribution)."""
+    pieces of the same length: loops, diversity, copying from ``training``
+    (when given), and the model's own loss on each text (how far sampling
+    moved from the model's distribution)."""
     rows = []
     for name, config in settings.items():
         config = SampleConfig(**dict(config.to_dict(), num_samples=samples, seed=seed, max_new_tokens=length))
         texts = model.generate(model.random_prompt(seed), config)
-        rows.append(_row(name, texts, model))
+        rows.append(_row(name, texts, model, training))
     if held_out is not None:
         pieces = [held_out[i * length:(i + 1) * length] for i in range(samples)]
         pieces = [p for p in pieces if len(p) == length]
         if not pieces:
             raise LstmgenError(f"the held-out text has fewer than {length:,} characters; lower --length")
-        rows.append(_row("held-out text", pieces, model))
+        rows.append(_row("held-out text", pieces, model, training))
     return rows
 
 
-def _row(name: str, texts: list[str], model) -> dict:
+def _row(name: str, texts: list[str], model, training: "TrainingText | None") -> dict:
     stats = [text_statistics(t) for t in texts]
     longest = max(stats, key=lambda s: s["longest_repeat_chars"])
     row = {"setting": name, "texts": len(texts), "loops": sum(s["loop"] for s in stats),
            "longest_repeat": longest["longest_repeat"]}
     for key in ("repeated_share", "distinct_1", "distinct_2", "distinct_3", "distinct_4", "seq_rep_4"):
         row[key] = sum(s[key] for s in stats) / len(stats)
+    if training is not None:
+        copies = [training.copying(t) for t in texts]
+        longest_copy = max(copies, key=lambda c: c["longest_copy_chars"])
+        row["longest_copy_chars"] = longest_copy["longest_copy_chars"]
+        row["longest_copy"] = longest_copy["longest_copy"]
+        row["copied_20grams"] = sum(c["copied_20grams"] for c in copies) / len(copies)
     losses = [model.evaluate(t) for t in texts if len(t) > 1]
     tokens = sum(r.tokens for r in losses)
     row["loss_nats"] = sum(r.loss_nats * r.tokens for r in losses) / tokens if tokens else float("nan")
