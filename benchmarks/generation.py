@@ -25,7 +25,7 @@ import torch
 
 import lstmgen
 from lstmgen.text.corpus import read_corpus
-from lstmgen.sampling.config import SampleConfig
+from lstmgen.sampling.config import PLAIN, SampleConfig
 from lstmgen.sampling.steps import int8_available, step_precision
 from lstmgen.precision import PrecisionChoice
 
@@ -66,7 +66,7 @@ def window_refeed(model, prompt_ids: list[int], chars: int, window: int = 100) -
 
 
 # The anti-loop processors timed against plain sampling (--processors changes them).
-PROCESSORS = ["repetition_penalty=1.1", "presence_penalty=0.1", "frequency_penalty=0.05", "dry_multiplier=0.8"]
+PROCESSORS: list[str] = []  # SampleConfig's defaults as they are
 
 
 def sample_settings(pairs: list[str]) -> dict:
@@ -82,12 +82,14 @@ def sample_settings(pairs: list[str]) -> dict:
 
 
 def processor_overhead(model, prompt: str, settings: dict, streams: int, steps: int, device, rounds: int = 3) -> dict:
-    """µs per step of plain sampling and with ``settings`` on, alternating
-    runs so that drift hits both alike; the fastest run of each."""
+    """µs per step of plain sampling (SampleConfig.plain) and of the defaults
+    with ``settings`` on top, alternating runs so that drift hits both alike;
+    the fastest run of each."""
     times = {"plain": [], "processors": []}
     for seed in range(rounds):
-        for name, extra in (("plain", {}), ("processors", settings)):
-            config = SampleConfig(max_new_tokens=steps, num_samples=streams, seed=seed, precision="fp32", **extra)
+        for name in ("plain", "processors"):
+            common = dict(max_new_tokens=steps, num_samples=streams, seed=seed, precision="fp32")
+            config = SampleConfig.plain(**common) if name == "plain" else SampleConfig(**dict(settings, **common))
             times[name].append(timed_stream(model, prompt, config, device)["us_per_step_after_first"])
     plain, on = min(times["plain"]), min(times["processors"])
     return {"streams": streams, "plain_us_per_step": plain, "processors_us_per_step": on, "overhead": on / plain - 1}
@@ -101,7 +103,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="about this long per measurement")
     parser.add_argument("--prompt-rounds", type=int, default=5, help="runs of each prompt length (default 5)")
     parser.add_argument("--processors", nargs="*", default=PROCESSORS, metavar="NAME=VALUE",
-                        help=f"SampleConfig settings timed against plain sampling (default: {' '.join(PROCESSORS)})")
+                        help="settings on top of SampleConfig's defaults, timed against plain sampling "
+                             "(default: none, the defaults as they are)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     settings = sample_settings(args.processors)
@@ -172,11 +175,15 @@ def main() -> None:
     print(f"\nThe tutorial's method on this model (re-run a 100-character window per character, argmax): "
           f"{refeed:,.0f} chars/s; lstmgen's stateful steps: {stateful:,.0f} chars/s ({stateful / refeed:.1f}×)")
     overhead = [processor_overhead(model, prompt, settings, n, max(200, int(2000 / n)), device) for n in (1, 64)]
-    print(f"\nProcessors ({', '.join(args.processors)}) against plain sampling, fp32, fastest of 3 runs each")
+    on = SampleConfig(**settings)
+    changed = {k: v for k, v in on.to_dict().items() if k in PLAIN and v != PLAIN[k]}
+    print(f"\nThe default processors{' with ' + ', '.join(args.processors) if args.processors else ''} "
+          f"({', '.join(f'{k}={v}' for k, v in changed.items()) or 'none'}) against plain sampling, "
+          "fp32, fastest of 3 runs each")
     print_table(overhead, [("streams", "streams", "d"), ("plain_us_per_step", "plain µs/step", ",.1f"),
                            ("processors_us_per_step", "with processors", ",.1f"), ("overhead", "overhead", ".1%")])
     write_json(args.json, {"machine": machine(device), "peak_flops_per_second": peak, "parameters": params,
-                           "processor_settings": settings, "processor_overhead": overhead,
+                           "processor_settings": settings, "processors_on": changed, "processor_overhead": overhead,
                            "generation": rows, "prompt_length": lengths, "prompt_length_cost_ratio": ratio,
                            "prompt_length_cost_ratio_per_run": pairs, "auto_choices": choices,
                            "window_refeed_chars_per_second": refeed})

@@ -102,7 +102,7 @@ def lstmgen_side(preset: str, out: Path, label: str, gen_chars: int, **overrides
     last = rows[-1]
     model = lstmgen.load(out)
     start = time.perf_counter()
-    model.generate("alice was beginning to get very tired", SampleConfig(max_new_tokens=gen_chars, temperature=0,
+    model.generate("alice was beginning to get very tired", SampleConfig.plain(max_new_tokens=gen_chars, temperature=0,
                                                                          seed=0))
     gen_cps = gen_chars / (time.perf_counter() - start)
     epochs = last["epoch"]

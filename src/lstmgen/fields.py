@@ -126,9 +126,10 @@ def _argparse_type(f: ConfigField) -> Callable[[str], Any]:
     return convert
 
 
-def config_from_arguments(cls: type, args: argparse.Namespace, **fixed):
-    """An instance of ``cls`` from the flags given (the rest keep their defaults)."""
-    values = {}
+def config_from_arguments(cls: type, args: argparse.Namespace, base=None, **fixed):
+    """An instance of ``cls`` from the flags given; the rest keep their
+    defaults, or ``base``'s values when one is given."""
+    values = dataclasses.asdict(base) if base is not None else {}
     for f in config_fields(cls):
         value = getattr(args, f.name, None)
         if value is not None:

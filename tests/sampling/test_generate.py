@@ -23,7 +23,7 @@ def run(model, prompt, config, seed=0):
 def test_stateful_greedy_equals_refeeding_the_whole_text():
     model = tiny()
     prompt = [1, 2, 3, 4, 5]
-    fast = run(model, prompt, SampleConfig(max_new_tokens=30, temperature=0, precision="fp32"))[0].tolist()
+    fast = run(model, prompt, SampleConfig.plain(max_new_tokens=30, temperature=0, precision="fp32"))[0].tolist()
     seq = list(prompt)
     with torch.no_grad():
         for _ in range(30):
@@ -34,7 +34,7 @@ def test_stateful_greedy_equals_refeeding_the_whole_text():
 
 def test_greedy_is_deterministic_and_ignores_the_seed():
     model = tiny()
-    config = SampleConfig(max_new_tokens=50, temperature=0, num_samples=3)
+    config = SampleConfig.plain(max_new_tokens=50, temperature=0, num_samples=3)
     a = run(model, [3, 1], config, seed=1)
     b = run(model, [3, 1], config, seed=2)
     assert torch.equal(a, b)
@@ -223,7 +223,7 @@ def test_cuda_graph_steps_give_the_full_models_greedy_text(precision):
     torch.manual_seed(0)
     model = LSTMLanguageModel(ModelConfig(vocab_size=30, hidden_size=64, num_layers=2)).cuda().eval()
     prompt = [1, 2, 3, 4]
-    tokens = run(model, prompt, SampleConfig(max_new_tokens=100, temperature=0, precision=precision))[0].tolist()
+    tokens = run(model, prompt, SampleConfig.plain(max_new_tokens=100, temperature=0, precision=precision))[0].tolist()
     with torch.no_grad():
         logits, _, _ = model(torch.tensor([prompt + tokens], device="cuda")[:, :-1])
     expected = logits[0, len(prompt) - 1:].argmax(-1).tolist()
@@ -240,3 +240,34 @@ def test_draw_follows_the_probabilities_and_never_takes_an_impossible_token():
     assert torch.allclose(counts, probs[0], atol=0.01)
     one_hot = torch.tensor([[0.0, 0.0, 1.0]])
     assert draw(one_hot, torch.Generator().manual_seed(0)).tolist() == [2]
+
+
+def test_plain_argmax_is_the_tutorials_and_loops_while_the_defaults_do_not():
+    """--plain --temperature 0 is the tutorial's argmax, unchanged: the
+    processors at their neutral values, so the bundled model loops. The
+    defaults at temperature 0 (and at 0.5) break the loop."""
+    import lstmgen
+    from lstmgen.sampling.report import has_loop
+
+    from conftest import run_cli
+
+    model = lstmgen.load()
+    plain = model.generate("Alice was", SampleConfig.plain(temperature=0, max_new_tokens=1000, precision="fp32"))[0]
+    assert has_loop(plain)
+    done = run_cli("generate", "--plain", "--temperature", "0", "--prompt", "Alice was", "--max-new-tokens", "1000",
+                   "--precision", "fp32")
+    assert done.returncode == 0 and done.stdout.decode() == "Alice was" + plain + "\n"
+    # Argmax by hand over the model's own logits: the same text.
+    ids = model.tokenizer.encode("Alice was").tolist()
+    with torch.no_grad():
+        logits, _, state = model.model(torch.tensor([ids]), None, last_only=True)
+        by_hand = []
+        for _ in range(200):
+            token = int(logits.argmax(-1))
+            by_hand.append(token)
+            logits, _, state = model.model(torch.tensor([[token]]), state, last_only=True)
+    assert model.tokenizer.decode(by_hand) == plain[:200]
+    for temperature in (0.0, 0.5):
+        texts = model.generate("Alice was", SampleConfig(temperature=temperature, max_new_tokens=1000, seed=1,
+                                                         num_samples=4))
+        assert not any(has_loop(t) for t in texts), temperature

@@ -13,7 +13,7 @@ from lstmgen.sampling.stops import StopText
 
 
 def history(ids, vocab=5, streams=1, **config):
-    return History(SampleConfig(**config), vocab, streams, ids)
+    return History(SampleConfig.plain(**config), vocab, streams, ids)
 
 
 def test_neutral_values_change_nothing():
@@ -91,6 +91,37 @@ def test_incremental_state_equals_state_rebuilt_from_the_whole_text():
         assert torch.allclose(h.penalize(logits)[row], fresh.penalize(logits[row:row + 1])[0])
 
 
+@pytest.mark.parametrize("window, allowed, vocab", [(12, 2, 3), (16, 3, 4), (40, 5, 3), (7, 1, 2)])
+def test_dry_for_few_streams_equals_the_numpy_arrays(window, allowed, vocab):
+    """FewStreamsDry (by content, in Python) and History's match arrays (by
+    position, in NumPy) penalise alike, step after step, past the point
+    where the Python side forgets what left its window."""
+    generator = torch.Generator().manual_seed(window * 100 + allowed)
+    breakers = torch.zeros(vocab + 1, dtype=torch.bool)
+    breakers[vocab] = True  # a breaker, drawn now and then
+    config = SampleConfig(dry_multiplier=0.7, dry_base=1.5, dry_allowed_length=allowed, penalty_window=window)
+    prompt = torch.randint(0, vocab, (9,), generator=generator).tolist()
+    few = History(config, vocab + 1, 3, prompt, breakers)
+    arrays = History(config, vocab + 1, 3, prompt, breakers, layout_for=64)
+    texts = [list(prompt) for _ in range(3)]
+    assert few.few_dry is not None and arrays.few_dry is None
+    penalized = 0
+    for step in range(6 * window):
+        logits = torch.zeros(3, vocab + 1)
+        a, b = few.penalize(logits), arrays.penalize(logits)
+        assert torch.allclose(a, b), (step, a, b)
+        penalized += int((a != 0).any())
+        # Mostly a copy of the token 5 back, sometimes a random one: long repeats, and broken ones.
+        fresh = torch.randint(0, vocab + 1, (3,), generator=generator)
+        copy = torch.rand(3, generator=generator) < 0.85
+        tokens = torch.where(copy, torch.tensor([t[-5] for t in texts]), fresh)
+        for text, token in zip(texts, tokens.tolist()):
+            text.append(token)
+        few.push(tokens)
+        arrays.push(tokens)
+    assert penalized > window  # the case was not trivial
+
+
 def test_min_p_and_typical_p():
     logits = torch.tensor([[2.0, 1.0, 0.0, -3.0]]).log_softmax(-1)
     probs = logits.exp()[0]
@@ -111,9 +142,9 @@ def test_min_p_and_typical_p():
 def test_argmax_reads_the_penalties_and_temperature_zero_alone_is_plain_argmax():
     logits = torch.tensor([[3.0, 2.0, 0.0]])
     gen = torch.Generator().manual_seed(0)
-    h = History(SampleConfig(repetition_penalty=2.0, temperature=0), 3, 1, [0])
-    assert next_tokens(logits, SampleConfig(temperature=0), gen).item() == 0
-    assert next_tokens(logits, SampleConfig(temperature=0), gen, h).item() == 1
+    h = History(SampleConfig.plain(repetition_penalty=2.0, temperature=0), 3, 1, [0])
+    assert next_tokens(logits, SampleConfig.plain(temperature=0), gen).item() == 0
+    assert next_tokens(logits, SampleConfig.plain(temperature=0), gen, h).item() == 1
 
 
 @pytest.mark.parametrize("pieces, config, expected", [

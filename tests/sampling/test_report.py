@@ -53,6 +53,8 @@ def test_settings_parse_like_flags_and_refuse_in_one_line():
     assert parse_setting("default", base) == base
     assert parse_setting("temperature=0.5, dry_multiplier=0.8", base) == SampleConfig(temperature=0.5,
                                                                                        dry_multiplier=0.8)
+    assert parse_setting("plain,temperature=0", base) == SampleConfig.plain(temperature=0)
+    assert parse_setting("plain", SampleConfig(dry_multiplier=0.8, seed=3)) == SampleConfig.plain(seed=3)
     with pytest.raises(LstmgenError, match="NAME=VALUE"):
         parse_setting("warmth=3", base)
     with pytest.raises(LstmgenError, match="--temperature takes a number"):
@@ -66,19 +68,19 @@ def test_samples_report_from_the_command_line(tmp_path):
 
     alice = corpus_path("alice-gutenberg-11-utf8.txt")
     done = run_cli("samples-report", "--samples", "3", "--length", "200", "--held-out", str(alice), "--json",
-                   "--compare", "temperature=0", "temperature=0.8", "--train-text", str(alice))
+                   "--compare", "plain,temperature=0", "plain,temperature=0.8", "--train-text", str(alice))
     assert done.returncode == 0, done.stderr.decode()
     report = json.loads(done.stdout)
     assert report["copying"].startswith("copying: against the whole training text")
     rows = {r["setting"]: r for r in report["rows"]}
     # The held-out text given is the training text's own end: copied whole.
     assert rows["held-out text"]["longest_copy_chars"] == 200 and rows["held-out text"]["copied_20grams"] == 1.0
-    assert 0 < rows["temperature=0.8"]["copied_20grams"] < 1.0
-    assert list(rows) == ["temperature=0", "temperature=0.8", "held-out text"]
+    assert 0 < rows["plain,temperature=0.8"]["copied_20grams"] < 1.0
+    assert list(rows) == ["plain,temperature=0", "plain,temperature=0.8", "held-out text"]
     # Argmax: three identical texts from one prompt, looping; held-out text: Alice's own last 600 characters.
-    assert rows["temperature=0"]["loops"] == 3 and rows["held-out text"]["loops"] == 0
-    assert rows["temperature=0"]["loss_nats"] < rows["temperature=0.8"]["loss_nats"]
-    assert rows["held-out text"]["distinct_1"] > rows["temperature=0"]["distinct_1"]
+    assert rows["plain,temperature=0"]["loops"] == 3 and rows["held-out text"]["loops"] == 0
+    assert rows["plain,temperature=0"]["loss_nats"] < rows["plain,temperature=0.8"]["loss_nats"]
+    assert rows["held-out text"]["distinct_1"] > rows["plain,temperature=0"]["distinct_1"]
     bad = run_cli("samples-report", "--compare", "warmth=3")
     assert bad.returncode == 1 and len(bad.stderr.decode().strip().splitlines()) == 1
     none = run_cli("samples-report", "--samples", "2", "--length", "50")  # the bundled model has no split beside it

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import LstmgenError
-from .config import SampleConfig
+from .config import PLAIN, SampleConfig
 from .copying import TrainingText
 
 LOOP_UNIT = 10
@@ -101,19 +101,25 @@ def text_statistics(text: str) -> dict:
 
 
 def parse_setting(text: str, base: SampleConfig) -> SampleConfig:
-    """'default', or NAME=VALUE pairs separated by commas (SampleConfig fields,
-    parsed as their flags are), on top of ``base``."""
+    """'default', 'plain' (every filter and anti-loop processor off), or
+    NAME=VALUE pairs separated by commas (SampleConfig fields, parsed as their
+    flags are) on top of ``base`` or of 'plain' when it comes first:
+    'plain,temperature=0' is the tutorial's argmax."""
     from ..fields import config_fields
 
     fields = {f.name: f for f in config_fields(SampleConfig)}
+    pairs = [p.strip() for p in text.split(",")]
     values = base.to_dict()
-    if text.strip() != "default":
-        for pair in text.split(","):
-            name, eq, value = pair.strip().partition("=")
-            if not eq or name not in fields:
-                raise LstmgenError(f"{pair.strip()!r} is not NAME=VALUE with NAME a sampling option "
-                                   f"(such as temperature=0.5); or say 'default'")
-            values[name] = fields[name].parse(value)
+    if pairs[0] in ("default", "plain"):
+        if pairs[0] == "plain":
+            values = SampleConfig.plain(**{k: v for k, v in values.items() if k not in PLAIN}).to_dict()
+        pairs = pairs[1:]
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if not eq or name not in fields:
+            raise LstmgenError(f"{pair!r} is not NAME=VALUE with NAME a sampling option "
+                               f"(such as temperature=0.5); or say 'default' or 'plain'")
+        values[name] = fields[name].parse(value)
     return SampleConfig(**values)
 
 
@@ -127,7 +133,8 @@ def samples_report(model, settings: dict[str, SampleConfig], held_out: str | Non
     rows = []
     for name, config in settings.items():
         config = SampleConfig(**dict(config.to_dict(), num_samples=samples, seed=seed, max_new_tokens=length))
-        texts = model.generate(model.random_prompt(seed), config)
+        # A token is one character or more: `length` tokens, cut to `length` characters.
+        texts = [t[:length] for t in model.generate(model.random_prompt(seed), config)]
         rows.append(_row(name, texts, model, training))
     if held_out is not None:
         pieces = [held_out[i * length:(i + 1) * length] for i in range(samples)]

@@ -58,7 +58,7 @@ class TokenStream:
         self.history = History(config, self.logits.size(-1), n, self.recent[0], self.breakers)
         if any(r != self.recent[0] for r in self.recent[1:]):  # samples that went apart: one row each
             for row, recent in enumerate(self.recent):
-                own = History(config, self.logits.size(-1), 1, recent, self.breakers)
+                own = History(config, self.logits.size(-1), 1, recent, self.breakers, layout_for=n)
                 self.history.set_row(row, own)
         self.graphed = None
         if self.device.type == "cuda" and config.max_new_tokens > 1:
