@@ -6,6 +6,7 @@ import pytest
 
 from lstmgen.sampling import copying
 from lstmgen.sampling.copying import TrainingText
+from lstmgen.text.batches import load_split
 
 
 def brute_force_longest(text: str, training: str) -> int:
@@ -70,3 +71,36 @@ def test_from_token_ids_equals_from_text():
     assert index.data == text.encode() and not index.sampled
     # " dog sat on the " (16) is longer than " sat on the mat" (15).
     assert index.copying("a dog sat on the mat")["longest_copy"] == " dog sat on the "
+
+
+def test_a_token_file_above_the_limit_is_sampled_in_windows(monkeypatch):
+    monkeypatch.setattr(copying, "EXACT_LIMIT_CHARS", 100)
+    monkeypatch.setattr(copying, "SAMPLE_WINDOWS", 4)
+    ids = np.arange(1000) % 250
+    decoded = []
+
+    def decode(part):
+        decoded.append(len(part))
+        return "".join(chr(0x100 + int(i)) for i in part)
+
+    index = TrainingText.from_token_ids(ids, decode)
+    # Four windows of 25 tokens, 250 apart: only they were decoded, never the whole file.
+    assert decoded == [25, 25, 25, 25] and index.sampled
+    assert (index.indexed_chars, index.total_chars) == (100, 1000)
+    assert "4 evenly spaced windows of 100 characters in all (of 1,000)" in index.describe()
+
+
+def test_a_runs_own_training_split_is_the_default_training_text(tmp_path):
+    import lstmgen
+
+    from conftest import corpus_path
+
+    out = tmp_path / "run"
+    lstmgen.train(corpus_path("alice-wonderland-tutorial-trimmed.txt"), out, max_steps=2, hidden_size=16,
+                  num_layers=1, embedding_dim=4, batch_size=2, seq_len=8, progress=False, log=lambda *_: None)
+    model = lstmgen.load(out)
+    index = model.training_text()
+    train_text = model.tokenizer.decode(np.asarray(load_split(out / "data").train))
+    assert index.data == train_text.encode("utf-8") and not index.sampled
+    assert index.total_chars == len(train_text) < len(model.held_out_text()) * 10  # the split, not the whole file
+    assert index.copying(train_text[:100])["longest_copy_chars"] == 100
