@@ -110,12 +110,17 @@ PATHOLOGICAL = {
 }
 
 
+# Scoring held-out text against 100,000 logits a character is what makes that case slow; a 2%
+# split (2,240 characters) tests the same path as the default 10% in a fifth of the time.
+EXTRA = {"100k-distinct.txt": ("--val-fraction", "0.02")}
+
+
 @pytest.mark.parametrize("name", list(PATHOLOGICAL))
 def test_pathological_files(name, tmp_path):
     path = tmp_path / name
     path.write_bytes(PATHOLOGICAL[name]())
     results = [run_cli("corpus", str(path))]
-    trained = run_cli("train", str(path), "--out", str(tmp_path / "run"), *TINY)
+    trained = run_cli("train", str(path), "--out", str(tmp_path / "run"), *TINY, *EXTRA.get(name, ()))
     results.append(trained)
     if trained.returncode == 0:
         results.append(run_cli("generate", str(tmp_path / "run"), "--max-new-tokens", "20", "--seed", "0"))
