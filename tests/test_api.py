@@ -40,6 +40,10 @@ def test_the_chat_uses_only_the_public_api():
     assert {"config_fields", "SampleConfig", "LstmgenError"} <= public_names_used("chat.py")
 
 
+def test_the_server_uses_only_the_public_api():
+    assert {"config_fields", "SampleConfig", "Batcher"} <= public_names_used("server.py")
+
+
 def test_every_exported_name_resolves():
     for name in lstmgen.__all__:
         assert getattr(lstmgen, name) is not None

@@ -23,13 +23,13 @@ _EXPORTS = {
     "ModelConfig": "model", "TrainConfig": "training.config", "TrainResult": "training.config",
     "PRESETS": "training.presets", "train": "api", "resume": "api",
     # sampling, evaluation
-    "load": "api", "LanguageModel": "api", "Generation": "api", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
+    "load": "api", "LanguageModel": "api", "Generation": "api", "Batcher": "sampling.batcher", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
     "EvalResult": "evaluate", "samples_report": "sampling.report", "parse_setting": "sampling.report",
     "plot_runs": "curves", "read_curve": "curves", "write_run_curves": "curves",
     # every door's options, from the config dataclasses
     "config_fields": "fields", "add_config_arguments": "fields", "config_from_arguments": "fields",
     # the interactive door
-    "chat": "chat:run_chat",
+    "chat": "chat:run_chat", "create_server": "server:create_app",
     # the machine
     "machine_report": "doctor", "format_report": "doctor", "PrecisionChoice": "precision",
     "LstmgenError": "errors", "TrainingInterrupted": "errors",

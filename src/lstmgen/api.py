@@ -94,12 +94,12 @@ class LanguageModel:
         key = tuple(strings)
         cached = self._breakers.get(key)
         if cached is None:
-            texts = self._token_texts()
+            texts = self.token_texts()
             cached = torch.tensor([any(b in t for b in strings) for t in texts], dtype=torch.bool)
             self._breakers[key] = cached
         return cached
 
-    def _token_texts(self) -> list[str]:
+    def token_texts(self) -> list[str]:
         if self._texts is None:
             self._texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
         return self._texts

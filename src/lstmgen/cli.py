@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doctor(sub)
     _add_evaluate(sub)
     _add_plot(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -243,6 +244,16 @@ def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="learning curves of one or more runs in one PNG")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="curves.png", metavar="FILE.png", help="default: curves.png here")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="an OpenAI-compatible completions server (POST /v1/completions)")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="models to serve, named by folder "
+                                                                   "(default: the bundled Alice model, as 'alice')")
+    p.add_argument("--name", action="append", default=[], metavar="NAME=RUN_DIR", help="a model under a name of your choice")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--max-streams", type=_positive_int, default=64, help="streams stepped together per model")
 
 
 def cmd_corpus(args) -> int:
@@ -430,6 +441,24 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    models = {Path(d).resolve().name: d for d in args.run_dirs}
+    for pair in args.name:
+        name, eq, run_dir = pair.partition("=")
+        if not eq or not name or not run_dir:
+            raise LstmgenError(f"--name takes a name and a run folder, as mine=runs/mine; got {pair!r}")
+        models[name] = run_dir
+    loaded = {name: lstmgen.load(d) for name, d in models.items()} or {"alice": lstmgen.load()}
+    try:
+        import uvicorn
+    except ImportError:
+        raise LstmgenError("lstmgen serve needs uvicorn and fastapi: pip install 'lstmgen[serve]'") from None
+    app = lstmgen.create_server(loaded, max_streams=args.max_streams)
+    _note(f"lstmgen: serving {', '.join(loaded)} on http://{args.host}:{args.port}/v1")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     model = lstmgen.load(args.run_dir)
     if args.text_file:
@@ -492,7 +521,7 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "plot": cmd_plot, "evaluate": cmd_evaluate}
+COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "plot": cmd_plot, "serve": cmd_serve, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

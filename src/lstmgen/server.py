@@ -1,0 +1,277 @@
+"""``lstmgen serve``: OpenAI's legacy completions API over continuous
+batching. A door like the CLI: requests become SampleConfig through the
+same field list as the flags (lstmgen.config_fields), so every sampling
+option is a request field under its own name (OpenAI's max_tokens and n
+map to max_new_tokens and separate seeded streams)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+import lstmgen
+from lstmgen import LstmgenError, SampleConfig
+
+# OpenAI's names for SampleConfig fields; every other field keeps its own name.
+OPENAI_NAMES = {"max_tokens": "max_new_tokens", "n": "num_samples"}
+NOT_FROM_REQUESTS = ("precision",)  # the server's step precision is fixed: text must not depend on load
+
+
+class OpenAIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+
+def _request_model() -> type[BaseModel]:
+    """The completions request: OpenAI's fields, then SampleConfig's own."""
+    fields: dict[str, Any] = {
+        "model": (str | None, None),
+        "prompt": (str | list[str], ""),
+        "max_tokens": (int | None, 16),
+        "n": (int, 1),
+        "stream": (bool, False),
+        "echo": (bool, False),
+        "logprobs": (int | None, None),
+        "stop": (str | list[str] | None, None),
+        "user": (str | None, None),
+    }
+    for f in lstmgen.config_fields(SampleConfig):
+        if f.name in fields or f.name in OPENAI_NAMES.values() or f.name in NOT_FROM_REQUESTS or f.name == "stop":
+            continue
+        kind = f.kind if not f.repeatable else list[f.kind]
+        default = list(f.default) if f.repeatable else f.default
+        fields[f.name] = (kind | None, Field(default=None, description=f.help))
+    return create_model("CompletionRequest", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+CompletionRequest = _request_model()
+
+
+def sample_config(body: BaseModel, max_tokens_cap: int) -> SampleConfig:
+    values = {}
+    for f in lstmgen.config_fields(SampleConfig):
+        if f.name in NOT_FROM_REQUESTS or f.name in OPENAI_NAMES.values():
+            continue
+        value = getattr(body, f.name, None)
+        if value is not None:
+            values[f.name] = tuple(value) if f.repeatable and not isinstance(value, str) else value
+    max_tokens = body.max_tokens if body.max_tokens is not None else 16
+    if max_tokens > max_tokens_cap:
+        raise OpenAIError(400, f"max_tokens is at most {max_tokens_cap} on this server, got {max_tokens}", "max_tokens")
+    try:
+        return SampleConfig(**values, max_new_tokens=max_tokens, num_samples=1, precision="fp32")
+    except LstmgenError as exc:
+        raise OpenAIError(400, _field_names(str(exc))) from None
+
+
+def _field_names(message: str) -> str:
+    """A flag in a SampleConfig message ('--top-p') named as the request field ('top_p')."""
+    message = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
+    return message.replace("max_new_tokens", "max_tokens")
+
+
+class ModelSlot:
+    def __init__(self, name: str, model, max_streams: int):
+        self.name, self.model = name, model
+        self.batcher = lstmgen.Batcher(model, precision="fp32", max_streams=max_streams)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.batcher.run, args=(self.stopping,), daemon=True,
+                                       name=f"lstmgen-batcher-{name}")
+
+    def describe(self) -> dict:
+        m = self.model
+        return {"id": self.name, "object": "model", "created": 0, "owned_by": "lstmgen",
+                "level": m.tokenizer.level, "vocab_size": m.tokenizer.vocab_size,
+                "parameters": m.model.num_parameters(),
+                "held_out_loss_nats": (m.checkpoint.meta.get("progress") or {}).get("val_loss_nats")}
+
+
+def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: int = 4096,
+               max_prompt_chars: int = 100_000, max_queue: int = 256, max_body_bytes: int = 1 << 20,
+               max_seconds: float = 300.0) -> FastAPI:
+    """Streams beyond ``max_streams`` a model wait, up to ``max_queue`` more;
+    past that a request gets 429 with Retry-After. A request runs at most
+    ``max_seconds``, then ends with finish_reason 'length'."""
+    slots = {name: ModelSlot(name, m, max_streams) for name, m in models.items()}
+    default_name = next(iter(slots))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for slot in slots.values():
+            slot.thread.start()
+        yield
+        for slot in slots.values():
+            slot.stopping.set()
+
+    app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.slots = slots
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, exc: OpenAIError):
+        return _error(exc.status, exc.message, exc.param, exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return _error(400, "the request body is not valid JSON; send a JSON object", None)
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where)
+
+    @app.middleware("http")
+    async def body_cap(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return _error(413, f"the request body has {int(length):,} bytes; at most {max_body_bytes:,}", None)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(slots)}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [s.describe() for s in slots.values()]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        slot = slots.get(body.model or default_name)
+        if slot is None:
+            raise OpenAIError(404, f"no model {body.model!r} here; GET /v1/models lists them", "model",
+                              "model_not_found")
+        if body.n < 1 or body.n > 16:
+            raise OpenAIError(400, f"n must be between 1 and 16, got {body.n}", "n")
+        if body.logprobs is not None and not 0 <= body.logprobs <= 5:
+            raise OpenAIError(400, f"logprobs must be between 0 and 5, got {body.logprobs}", "logprobs")
+        prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
+        if len(prompt) > max_prompt_chars:
+            raise OpenAIError(400, f"the prompt has {len(prompt):,} characters; at most {max_prompt_chars:,}", "prompt")
+        config = sample_config(body, max_tokens_cap)
+        busy = len(slot.batcher.active) + len(slot.batcher.waiting)
+        if busy + body.n > max_streams + max_queue:
+            return _error(429, f"the server is busy ({busy} streams running or waiting); retry in a second", None,
+                          "rate_limit_error", headers={"Retry-After": "1"})
+        prepared = slot.model.prepare_text(prompt or "\n")
+        ids = slot.model.tokenizer.encode(prepared.text).tolist()
+        if not ids:
+            raise OpenAIError(400, "the prompt is empty after removing characters the model does not know", "prompt")
+        seed = config.seed if config.seed is not None else lstmgen.fresh_seed()
+        loop = asyncio.get_running_loop()
+        queues, jobs = [], []
+        for i in range(body.n):
+            queue: asyncio.Queue = asyncio.Queue()
+            emit = (lambda q: lambda piece, reason, info: loop.call_soon_threadsafe(q.put_nowait,
+                                                                                   (piece, reason, info)))(queue)
+            jobs.append(slot.batcher.submit(ids, config, seed + i, emit, body.logprobs))
+            queues.append(queue)
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": slot.name}
+        echo = prepared.text if body.echo else ""
+        deadline = time.monotonic() + max_seconds
+        if body.stream:
+            return StreamingResponse(_events(head, queues, jobs, slot, request, echo, deadline),
+                                     media_type="text/event-stream")
+        choices = []
+        for i, queue in enumerate(queues):
+            pieces, infos, reason = [echo], [], None
+            while reason is None:
+                got = await _next(queue, request, deadline)
+                if got is None:  # the client left, or time is up
+                    for job in jobs:
+                        slot.batcher.cancel(job)
+                    if await request.is_disconnected():
+                        return JSONResponse(status_code=499, content={})
+                    reason = "length"
+                    break
+                piece, reason, info = got
+                pieces.append(piece)
+                if info is not None:
+                    infos.append(info)
+            logprobs = _legacy_logprobs(infos, len(echo)) if body.logprobs is not None else None
+            choices.append({"text": "".join(pieces), "index": i, "logprobs": logprobs, "finish_reason": reason})
+        completion_tokens = sum(job.produced for job in jobs)
+        return dict(head, choices=choices, usage={"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
+                                                  "total_tokens": len(ids) + completion_tokens})
+
+    return app
+
+
+async def _next(queue: asyncio.Queue, request: Request, deadline: float):
+    """The next (piece, reason, info), or None once the client left or the deadline passed."""
+    while True:
+        try:
+            return await asyncio.wait_for(queue.get(), timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
+        except asyncio.TimeoutError:
+            if time.monotonic() >= deadline or await request.is_disconnected():
+                return None
+
+
+async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, deadline: float):
+    """Server-Sent Events framed as OpenAI's: data: {chunk} ... data: [DONE]."""
+    open_ = set(range(len(queues)))
+    offsets = [len(echo)] * len(queues)
+    try:
+        if echo:
+            for i in open_:
+                yield _chunk(head, i, echo, None)
+        while open_:
+            for i in sorted(open_):
+                got = await _next(queues[i], request, deadline)
+                if got is None:
+                    if await request.is_disconnected():
+                        raise asyncio.CancelledError
+                    for job in jobs:
+                        slot.batcher.cancel(job)
+                    for k in sorted(open_):
+                        yield _chunk(head, k, "", "length")
+                    open_.clear()
+                    break
+                piece, reason, info = got
+                if piece or reason or info:
+                    yield _chunk(head, i, piece, reason, _legacy_logprobs([info], offsets[i]) if info else None)
+                    offsets[i] += len(info["token"]) if info else 0
+                if reason is not None:
+                    open_.discard(i)
+        yield "data: [DONE]\n\n"
+    except asyncio.CancelledError:
+        for job in jobs:
+            slot.batcher.cancel(job)
+        raise
+    except Exception as exc:  # an error mid-stream arrives as a chunk, as OpenAI sends it
+        for job in jobs:
+            slot.batcher.cancel(job)
+        yield "data: " + json.dumps({"error": {"message": str(exc), "type": "server_error"}}) + "\n\n"
+
+
+def _chunk(head: dict, index: int, text: str, reason: str | None, logprobs: dict | None = None) -> str:
+    body = dict(head, choices=[{"text": text, "index": index, "logprobs": logprobs, "finish_reason": reason}])
+    return "data: " + json.dumps(body) + "\n\n"
+
+
+def _legacy_logprobs(infos: list[dict], offset: int) -> dict:
+    """OpenAI's legacy completions logprobs: tokens, their log-probabilities,
+    the top alternatives of each, and where each token starts in the text."""
+    offsets = []
+    for info in infos:
+        offsets.append(offset)
+        offset += len(info["token"])
+    return {"tokens": [i["token"] for i in infos], "token_logprobs": [i["logprob"] for i in infos],
+            "top_logprobs": [i["top"] for i in infos], "text_offset": offsets}
+
+
+def _error(status: int, message: str, param: str | None, kind: str = "invalid_request_error",
+           headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, headers=headers,
+                        content={"error": {"message": message, "type": kind, "param": param, "code": None}})

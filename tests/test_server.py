@@ -1,0 +1,143 @@
+"""lstmgen serve (work in progress): a real uvicorn on a free loopback port,
+spoken to by the official openai client."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+import lstmgen
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+
+SERVERS = {}
+
+
+def start_server(app):
+    """A real uvicorn on a free loopback port, in a thread; returns (server, thread, port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    SERVERS[port] = srv
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    return srv, thread, port
+
+
+@pytest.fixture(scope="module")
+def server():
+    model = lstmgen.load()
+    srv, thread, port = start_server(lstmgen.create_server({"alice": model}))
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+    yield client, model, port
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_seeded_completion_is_lstmgen_generate(server):
+    client, model, _ = server
+    done = client.completions.create(model="alice", prompt="Alice was", max_tokens=120, seed=3)
+    expected = model.generate("Alice was", lstmgen.SampleConfig(max_new_tokens=120, seed=3, precision="fp32"))[0]
+    assert done.choices[0].text == expected and done.choices[0].finish_reason == "length"
+    assert done.usage.completion_tokens == 120 and done.usage.prompt_tokens == len("Alice was")
+
+
+def test_streamed_n_and_stop(server):
+    client, model, _ = server
+    chunks = list(client.completions.create(model="alice", prompt="The Queen said", max_tokens=80, seed=5, n=2,
+                                            stream=True))
+    texts = ["".join(c.choices[0].text for c in chunks if c.choices[0].index == i) for i in range(2)]
+    for i, text in enumerate(texts):
+        alone = model.generate("The Queen said", lstmgen.SampleConfig(max_new_tokens=80, seed=5 + i,
+                                                                      precision="fp32"))[0]
+        assert text == alone
+    stopped = client.completions.create(model="alice", prompt="Alice was", max_tokens=300, seed=3, stop=["e"])
+    assert "e" not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
+
+
+def test_errors_are_the_clients_own_exceptions_with_our_message(server):
+    client, _, _ = server
+    with pytest.raises(openai.BadRequestError, match="temperature must be 0"):
+        client.completions.create(model="alice", prompt="x", temperature=-1)
+    with pytest.raises(openai.NotFoundError, match="no model 'nope'"):
+        client.completions.create(model="nope", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="dry_multiplier"):
+        client.completions.create(model="alice", prompt="x", extra_body={"dry_multiplier": "lots"})
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["alice"]
+
+
+def test_logprobs_are_the_models_own_with_top_alternatives(server):
+    import math
+
+    import torch
+
+    client, model, _ = server
+    done = client.completions.create(model="alice", prompt="Alice was", max_tokens=5, seed=1, logprobs=3)
+    lp = done.choices[0].logprobs
+    assert "".join(lp.tokens) == done.choices[0].text and lp.text_offset == [0, 1, 2, 3, 4]
+    assert all(len(top) == 3 and max(top.values()) >= lp.token_logprobs[k] - 1e-6 for k, top in enumerate(lp.top_logprobs))
+    # The first token's log-probability is the model's own after reading the prompt.
+    ids = model.tokenizer.encode("Alice was")
+    with torch.no_grad():
+        logits, _, _ = model.model(torch.tensor([ids.tolist()]), None, last_only=True)
+    first = float(torch.log_softmax(logits[0], -1)[model.tokenizer.encode(lp.tokens[0])[0]])
+    assert math.isclose(lp.token_logprobs[0], first, abs_tol=1e-5)
+
+
+def test_limits_answer_429_413_and_end_slow_requests():
+    import httpx
+
+    model = lstmgen.load()
+    srv, thread, port = start_server(lstmgen.create_server({"alice": model}, max_streams=1, max_queue=0,
+                                                           max_seconds=1.0, max_body_bytes=1000))
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        with httpx.Client(timeout=30) as http:
+            with http.stream("POST", f"{base}/completions", json={"prompt": "Alice", "max_tokens": 4000,
+                                                                  "stream": True}) as long:
+                lines_in = long.iter_lines()
+                first = next(lines_in)  # the one stream slot is taken
+                assert first.startswith("data: ")
+                busy = http.post(f"{base}/completions", json={"prompt": "Alice", "max_tokens": 5})
+                assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+                assert busy.json()["error"]["type"] == "rate_limit_error"
+                lines = [line for line in lines_in if line]
+            # One second is not enough for 4,000 characters here: the stream ends with 'length'.
+            assert lines[-1] == "data: [DONE]" and '"finish_reason": "length"' in lines[-2]
+            big = http.post(f"{base}/completions", content=b"{" + b" " * 2000 + b"}",
+                            headers={"content-type": "application/json"})
+            assert big.status_code == 413 and "at most 1,000" in big.json()["error"]["message"]
+            bad = http.post(f"{base}/completions", content=b"{not json", headers={"content-type": "application/json"})
+            assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_client_that_leaves_frees_its_slot(server):
+    import httpx
+
+    client, model, port = server
+    # The module's server: find its scheduler through the app uvicorn runs.
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions",
+                         json={"prompt": "Alice", "max_tokens": 4000, "stream": True}) as long:
+            lines = long.iter_lines()
+            assert next(lines).startswith("data: ")
+    # The connection is closed; the stream leaves the batch at its next step.
+    slot = SERVERS[port].config.app.state.slots["alice"]
+    for _ in range(100):
+        if not slot.batcher.active and not slot.batcher.waiting:
+            break
+        time.sleep(0.05)
+    assert not slot.batcher.active and not slot.batcher.waiting
