@@ -118,6 +118,116 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.slots = slots
 
+    _answer_errors_as_openai(app, max_body_bytes)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(slots)}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [s.describe() for s in slots.values()]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        slot = slots.get(body.model or default_name)
+        if slot is None:
+            raise OpenAIError(404, f"no model {body.model!r} here; GET /v1/models lists them", "model",
+                              "model_not_found")
+        prompt, config = _check_request(body, max_prompt_chars, max_tokens_cap)
+        busy = len(slot.batcher.active) + len(slot.batcher.waiting)
+        if busy + body.n > max_streams + max_queue:
+            return _error(429, f"the server is busy ({busy} streams running or waiting); retry in a second", None,
+                          "rate_limit_error", headers={"Retry-After": "1"})
+        prepared = slot.model.prepare_text(prompt or "\n")
+        ids = slot.model.tokenizer.encode(prepared.text).tolist()
+        if not ids:
+            raise OpenAIError(400, "the prompt is empty after removing characters the model does not know", "prompt")
+        queues, jobs = _submit(slot, ids, config, body.n, body.logprobs)
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": slot.name}
+        echo = prepared.text if body.echo else ""
+        deadline = time.monotonic() + max_seconds
+        if body.stream:
+            return StreamingResponse(_events(head, queues, jobs, slot, request, echo, deadline),
+                                     media_type="text/event-stream")
+        choices = []
+        for i, queue in enumerate(queues):
+            choice = await _choice(queue, request, deadline, echo, body.logprobs is not None)
+            if choice is None:  # the client left
+                for job in jobs:
+                    slot.batcher.cancel(job)
+                return JSONResponse(status_code=499, content={})
+            choices.append(dict(choice, index=i))
+        for job in jobs:  # past the deadline: leave the batch now
+            if job.finish_reason is None:
+                slot.batcher.cancel(job)
+        completion_tokens = sum(job.produced for job in jobs)
+        return dict(head, choices=choices, usage={"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
+                                                  "total_tokens": len(ids) + completion_tokens})
+
+    return app
+
+
+def _check_request(body: BaseModel, max_prompt_chars: int, max_tokens_cap: int) -> tuple[str, SampleConfig]:
+    """The prompt as one string and the SampleConfig, or a 400 naming the field."""
+    if body.n < 1 or body.n > 16:
+        raise OpenAIError(400, f"n must be between 1 and 16, got {body.n}", "n")
+    if body.logprobs is not None and not 0 <= body.logprobs <= 5:
+        raise OpenAIError(400, f"logprobs must be between 0 and 5, got {body.logprobs}", "logprobs")
+    prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
+    if len(prompt) > max_prompt_chars:
+        raise OpenAIError(400, f"the prompt has {len(prompt):,} characters; at most {max_prompt_chars:,}", "prompt")
+    return prompt, sample_config(body, max_tokens_cap)
+
+
+def _submit(slot: ModelSlot, ids: list[int], config: SampleConfig, n: int, logprobs: int | None):
+    """``n`` streams of one prompt, seeds seed … seed + n - 1, each feeding its own asyncio queue
+    from the scheduler's thread."""
+    seed = config.seed if config.seed is not None else lstmgen.fresh_seed()
+    loop = asyncio.get_running_loop()
+    queues, jobs = [], []
+    for i in range(n):
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def emit(piece, reason, info, queue=queue):
+            loop.call_soon_threadsafe(queue.put_nowait, (piece, reason, info))
+        jobs.append(slot.batcher.submit(ids, config, seed + i, emit, logprobs))
+        queues.append(queue)
+    return queues, jobs
+
+
+async def _choice(queue: asyncio.Queue, request: Request, deadline: float, echo: str, with_logprobs: bool):
+    """One whole choice of a plain (not streamed) completion; None when the client left.
+    Past the deadline the text so far ends with finish_reason 'length'."""
+    pieces, infos, reason = [echo], [], None
+    while reason is None:
+        got = await _next(queue, request, deadline)
+        if got is None:
+            if await request.is_disconnected():
+                return None
+            reason = "length"
+            break
+        piece, reason, info = got
+        pieces.append(piece)
+        if info is not None:
+            infos.append(info)
+    logprobs = _legacy_logprobs(infos, len(echo)) if with_logprobs else None
+    return {"text": "".join(pieces), "logprobs": logprobs, "finish_reason": reason}
+
+
+async def _next(queue: asyncio.Queue, request: Request, deadline: float):
+    """The next (piece, reason, info), or None once the client left or the deadline passed."""
+    while True:
+        try:
+            return await asyncio.wait_for(queue.get(), timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
+        except asyncio.TimeoutError:
+            if time.monotonic() >= deadline or await request.is_disconnected():
+                return None
+
+
+def _answer_errors_as_openai(app: FastAPI, max_body_bytes: int) -> None:
+    """Every refusal in OpenAI's error format with a 4xx status, the body cap included."""
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError):
         return _error(exc.status, exc.message, exc.param, exc.kind)
@@ -136,86 +246,6 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
         if length is not None and length.isdigit() and int(length) > max_body_bytes:
             return _error(413, f"the request body has {int(length):,} bytes; at most {max_body_bytes:,}", None)
         return await call_next(request)
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "models": list(slots)}
-
-    @app.get("/v1/models")
-    async def list_models():
-        return {"object": "list", "data": [s.describe() for s in slots.values()]}
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request):
-        slot = slots.get(body.model or default_name)
-        if slot is None:
-            raise OpenAIError(404, f"no model {body.model!r} here; GET /v1/models lists them", "model",
-                              "model_not_found")
-        if body.n < 1 or body.n > 16:
-            raise OpenAIError(400, f"n must be between 1 and 16, got {body.n}", "n")
-        if body.logprobs is not None and not 0 <= body.logprobs <= 5:
-            raise OpenAIError(400, f"logprobs must be between 0 and 5, got {body.logprobs}", "logprobs")
-        prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
-        if len(prompt) > max_prompt_chars:
-            raise OpenAIError(400, f"the prompt has {len(prompt):,} characters; at most {max_prompt_chars:,}", "prompt")
-        config = sample_config(body, max_tokens_cap)
-        busy = len(slot.batcher.active) + len(slot.batcher.waiting)
-        if busy + body.n > max_streams + max_queue:
-            return _error(429, f"the server is busy ({busy} streams running or waiting); retry in a second", None,
-                          "rate_limit_error", headers={"Retry-After": "1"})
-        prepared = slot.model.prepare_text(prompt or "\n")
-        ids = slot.model.tokenizer.encode(prepared.text).tolist()
-        if not ids:
-            raise OpenAIError(400, "the prompt is empty after removing characters the model does not know", "prompt")
-        seed = config.seed if config.seed is not None else lstmgen.fresh_seed()
-        loop = asyncio.get_running_loop()
-        queues, jobs = [], []
-        for i in range(body.n):
-            queue: asyncio.Queue = asyncio.Queue()
-            emit = (lambda q: lambda piece, reason, info: loop.call_soon_threadsafe(q.put_nowait,
-                                                                                   (piece, reason, info)))(queue)
-            jobs.append(slot.batcher.submit(ids, config, seed + i, emit, body.logprobs))
-            queues.append(queue)
-        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": slot.name}
-        echo = prepared.text if body.echo else ""
-        deadline = time.monotonic() + max_seconds
-        if body.stream:
-            return StreamingResponse(_events(head, queues, jobs, slot, request, echo, deadline),
-                                     media_type="text/event-stream")
-        choices = []
-        for i, queue in enumerate(queues):
-            pieces, infos, reason = [echo], [], None
-            while reason is None:
-                got = await _next(queue, request, deadline)
-                if got is None:  # the client left, or time is up
-                    for job in jobs:
-                        slot.batcher.cancel(job)
-                    if await request.is_disconnected():
-                        return JSONResponse(status_code=499, content={})
-                    reason = "length"
-                    break
-                piece, reason, info = got
-                pieces.append(piece)
-                if info is not None:
-                    infos.append(info)
-            logprobs = _legacy_logprobs(infos, len(echo)) if body.logprobs is not None else None
-            choices.append({"text": "".join(pieces), "index": i, "logprobs": logprobs, "finish_reason": reason})
-        completion_tokens = sum(job.produced for job in jobs)
-        return dict(head, choices=choices, usage={"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
-                                                  "total_tokens": len(ids) + completion_tokens})
-
-    return app
-
-
-async def _next(queue: asyncio.Queue, request: Request, deadline: float):
-    """The next (piece, reason, info), or None once the client left or the deadline passed."""
-    while True:
-        try:
-            return await asyncio.wait_for(queue.get(), timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
-        except asyncio.TimeoutError:
-            if time.monotonic() >= deadline or await request.is_disconnected():
-                return None
 
 
 async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, deadline: float):
