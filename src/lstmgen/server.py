@@ -51,7 +51,6 @@ def _request_model() -> type[BaseModel]:
         if f.name in fields or f.name in OPENAI_NAMES.values() or f.name in NOT_FROM_REQUESTS or f.name == "stop":
             continue
         kind = f.kind if not f.repeatable else list[f.kind]
-        default = list(f.default) if f.repeatable else f.default
         fields[f.name] = (kind | None, Field(default=None, description=f.help))
     return create_model("CompletionRequest", __config__=ConfigDict(extra="forbid"), **fields)
 

@@ -111,12 +111,11 @@ class Batcher:
             job.decoder = self.lm.tokenizer.stream_decoder()
             job.stop = StopText(job.config)
             self.active.append(job)
-            rows = [layer for layer in h]  # L × (1, H)
-            if self.logits is None or not self.hs:
-                self.hs, self.cs, self.logits = list(h), list(c), logits.float()
-            else:
-                self.hs = [torch.cat([a, b]) for a, b in zip(self.hs, rows)]
-                self.cs = [torch.cat([a, b]) for a, b in zip(self.cs, list(c))]
+            if self.logits is None:
+                self.hs, self.cs, self.logits = list(h), list(c), logits.float()  # L × (1, H)
+            else:  # one more row per layer
+                self.hs = [torch.cat([a, b]) for a, b in zip(self.hs, h)]
+                self.cs = [torch.cat([a, b]) for a, b in zip(self.cs, c)]
                 self.logits = torch.cat([self.logits, logits.float()])
 
     def _breakers(self, config: SampleConfig):
