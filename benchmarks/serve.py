@@ -1,14 +1,19 @@
 """Load on `lstmgen serve`: concurrent streaming clients on loopback.
 
     .venv/bin/python benchmarks/serve.py [--clients 64] [--seconds 60] [--json out.json]
+    .venv/bin/python benchmarks/serve.py --seconds 300 --disconnect 0.3   # the soak
 
 Starts the real server (`lstmgen serve`, bundled model) in a subprocess,
 then runs CLIENTS clients for SECONDS, each asking again and again for
-NEW_TOKENS characters streamed after a 100-character prompt from Alice.
-Reports p50/p99 time to first token and between tokens, aggregate
-characters per second, errors and the server's peak RSS; beside it, the
-64-stream figure of plain batched generation on the same model, measured
-first in this process (the server is not running then).
+NEW_TOKENS characters streamed after a 100-character prompt from Alice
+(client i starts at i × RAMP / CLIENTS seconds). Reports p50/p99 time to
+first text and between chunks (the server sends at most one chunk per
+stream every --stream-interval seconds, with all the text since),
+aggregate characters per second, errors and the server's peak RSS; beside
+it, the 64-stream figure of plain batched generation on the same model,
+measured first in this process (the server is not running then).
+With --disconnect F, a share F of the requests hang up after a random
+part of their text; the server's RSS and /health are sampled every 10 s.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -46,24 +52,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak (VmHWM) or current (VmRSS) resident memory."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-async def client(http: httpx.AsyncClient, url: str, prompts: list[str], new_tokens: int, until: float,
-                 stats: dict, index: int) -> None:
+async def client(http: httpx.AsyncClient, url: str, prompts: list[str], args, until: float, stats: dict,
+                 index: int) -> None:
+    await asyncio.sleep(index * args.ramp / args.clients)
+    rng = random.Random(index)
     k = index
     while time.monotonic() < until:
         prompt = prompts[k % len(prompts)]
         k += len(prompts) // 7 + 1
+        hang_up_after = rng.randrange(1, 20) if rng.random() < args.disconnect else None
         sent = time.monotonic()
         last = None
         try:
-            async with http.stream("POST", url, json={"prompt": prompt, "max_tokens": new_tokens, "stream": True,
-                                                      "seed": k}) as response:
+            async with http.stream("POST", url, json={"prompt": prompt, "max_tokens": args.new_tokens,
+                                                      "stream": True, "seed": k}) as response:
                 if response.status_code != 200:
                     stats["errors"] += 1
                     await response.aread()
@@ -76,26 +86,64 @@ async def client(http: httpx.AsyncClient, url: str, prompts: list[str], new_toke
                         stats["errors"] += 1
                         break
                     now = time.monotonic()
-                    text = chunk["choices"][0]["text"]
                     if last is None:
                         stats["ttft"].append(now - sent)
                     else:
-                        stats["itl"].append(now - last)
+                        stats["between"].append(now - last)
                     last = now
-                    stats["chars"] += len(text)
+                    stats["chars"] += len(chunk["choices"][0]["text"])
+                    stats["chunks"] += 1
+                    if hang_up_after is not None and stats["chunks"] % 20 == hang_up_after:
+                        stats["hung_up"] += 1
+                        break  # leaving the block closes the connection mid-stream
         except httpx.HTTPError:
             stats["errors"] += 1
 
 
-async def load(url: str, clients: int, seconds: float, prompts: list[str], new_tokens: int) -> dict:
-    stats = {"ttft": [], "itl": [], "chars": 0, "errors": 0}
-    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+async def watch(base: str, pid: int, until: float, samples: list) -> None:
+    """Every 10 s: the server's RSS and whether /health answers."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        while time.monotonic() < until:
+            await asyncio.sleep(10)
+            try:
+                ok = (await http.get(f"{base}/health")).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            samples.append({"t": round(time.monotonic() - until, 1), "rss_mb": rss_mb(pid, "VmRSS"), "health": ok})
+
+
+async def load(base: str, pid: int, prompts: list[str], args) -> dict:
+    stats = {"ttft": [], "between": [], "chars": 0, "errors": 0, "chunks": 0, "hung_up": 0, "watch": []}
+    limits = httpx.Limits(max_connections=args.clients + 8, max_keepalive_connections=args.clients + 8)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         start = time.monotonic()
-        until = start + seconds
-        await asyncio.gather(*(client(http, url, prompts, new_tokens, until, stats, i) for i in range(clients)))
+        until = start + args.seconds
+        await asyncio.gather(watch(base, pid, until, stats["watch"]),
+                             *(client(http, f"{base}/v1/completions", prompts, args, until, stats, i)
+                               for i in range(args.clients)))
         stats["seconds"] = time.monotonic() - start
     return stats
+
+
+def start_server(args) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--port", str(port),
+                               "--max-streams", str(args.clients), "--stream-interval", str(args.stream_interval),
+                               *args.server_args.split()], stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("the server did not answer /health within 30 s")
+
+
+def percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    ms = np.array(values) * 1000
+    return (float(np.percentile(ms, 50)), float(np.percentile(ms, 99))) if len(ms) else (None, None)
 
 
 def main() -> None:
@@ -103,6 +151,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--new-tokens", type=int, default=500)
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the clients start")
+    parser.add_argument("--stream-interval", type=float, default=0.05)
+    parser.add_argument("--disconnect", type=float, default=0.0, help="share of requests that hang up mid-stream")
+    parser.add_argument("--server-args", default="", help="more options for lstmgen serve, as one string")
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"machine: {machine(pick_device('cpu'))}")
@@ -110,37 +162,31 @@ def main() -> None:
     print(f"batched generation, {args.clients} streams, fp32: {baseline:,.0f} chars/s")
     text = read_corpus(require(ALICE), lstmgen.CorpusConfig()).text
     prompts = [text[i:i + 100] for i in range(5000, 5000 + 100 * 97, 97)]
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--port", str(port),
-                               "--max-streams", str(args.clients)], stderr=subprocess.PIPE, text=True)
+    server, base = start_server(args)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        stats = asyncio.run(load(f"http://127.0.0.1:{port}/v1/completions", args.clients, args.seconds, prompts,
-                                 args.new_tokens))
-        rss = peak_rss_mb(server.pid)
+        stats = asyncio.run(load(base, server.pid, prompts, args))
+        rss = rss_mb(server.pid)
+        alive = server.poll() is None
     finally:
         server.terminate()
-        server.wait(timeout=30)
-    ttft, itl = np.array(stats["ttft"]) * 1000, np.array(stats["itl"]) * 1000
+        server.wait(timeout=60)
+    ttft, between = percentiles(stats["ttft"]), percentiles(stats["between"])
     result = {
         "machine": machine(pick_device("cpu")), "clients": args.clients, "seconds": stats["seconds"],
-        "new_tokens": args.new_tokens, "requests_started": len(ttft), "errors": stats["errors"],
-        "ttft_ms_p50": float(np.percentile(ttft, 50)) if len(ttft) else None,
-        "ttft_ms_p99": float(np.percentile(ttft, 99)) if len(ttft) else None,
-        "itl_ms_p50": float(np.percentile(itl, 50)) if len(itl) else None,
-        "itl_ms_p99": float(np.percentile(itl, 99)) if len(itl) else None,
+        "new_tokens": args.new_tokens, "ramp_seconds": args.ramp, "stream_interval": args.stream_interval,
+        "server_args": args.server_args, "requests_started": len(stats["ttft"]), "errors": stats["errors"],
+        "hung_up": stats["hung_up"], "ttft_ms_p50": ttft[0], "ttft_ms_p99": ttft[1],
+        "between_chunks_ms_p50": between[0], "between_chunks_ms_p99": between[1],
+        "chars_per_chunk": stats["chars"] / max(stats["chunks"], 1),
         "chars_per_second": stats["chars"] / stats["seconds"], "generation_chars_per_second": baseline,
-        "server_peak_rss_mb": rss,
+        "server_peak_rss_mb": rss, "server_alive_at_end": alive, "watch": stats["watch"],
     }
     result["of_generation"] = result["chars_per_second"] / baseline
     for key, value in result.items():
-        if key != "machine":
+        if key not in ("machine", "watch"):
             print(f"{key:>30}: {value:,.2f}" if isinstance(value, float) else f"{key:>30}: {value}")
+    if stats["watch"]:
+        print("rss_mb every 10 s:", " ".join(f"{w['rss_mb']:.0f}{'' if w['health'] else '!'}" for w in stats["watch"]))
     write_json(args.json, result)
 
 

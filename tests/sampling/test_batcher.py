@@ -1,22 +1,27 @@
-"""Continuous batching: a seeded
-request gives the same text alone as lstmgen generate does, and streams
-join and leave between steps."""
+"""Continuous batching: a seeded request gives the same text alone as
+lstmgen generate does, and the same text and log-probabilities, bit for
+bit, alone as among other streams of other settings that join and leave
+between steps."""
+
+import torch
 
 import lstmgen
 from lstmgen.sampling.batcher import Batcher
 from lstmgen.sampling.config import SampleConfig
+from lstmgen.sampling.steps import row_stable_batch, step_weights
 
 
-def collect(batcher, model, prompt, config, seed):
-    pieces, ends = [], []
+def collect(batcher, model, prompt, config, seed, logprobs=None):
+    pieces, ends, infos = [], [], []
 
     def emit(piece, reason, info):
         pieces.append(piece)
+        infos.append(info)
         if reason:
             ends.append(reason)
     ids = model.tokenizer.encode(model.prepare_text(prompt).text).tolist()
-    job = batcher.submit(ids, config, seed, emit)
-    return job, pieces, ends
+    job = batcher.submit(ids, config, seed, emit, logprobs)
+    return job, pieces, ends, infos
 
 
 def run_all(batcher):
@@ -24,22 +29,59 @@ def run_all(batcher):
         pass
 
 
-def test_alone_equals_generate_and_among_others_is_counted():
+def test_alone_equals_generate_and_equals_itself_in_a_crowd_bit_for_bit():
     model = lstmgen.load()
     config = SampleConfig(max_new_tokens=200, precision="fp32")
     expected = model.generate("Alice was", SampleConfig(max_new_tokens=200, precision="fp32", seed=7))[0]
-    batcher = Batcher(model, precision="fp32")
-    job, pieces, ends = collect(batcher, model, "Alice was", config, 7)
-    run_all(batcher)
+    alone = Batcher(model, precision="fp32")
+    job, pieces, ends, infos = collect(alone, model, "Alice was", config, 7, logprobs=2)
+    run_all(alone)
+    # generate steps one stream unpadded, the batcher a padded batch: their logits may differ by
+    # about 1e-6, which flips no token of this text.
     assert "".join(pieces) == expected and ends == ["length"]
 
     crowded = Batcher(model, precision="fp32")
-    others = [collect(crowded, model, f"The Queen {i}", SampleConfig(max_new_tokens=50 + 5 * i), 100 + i)
-              for i in range(63)]
-    job, pieces, ends = collect(crowded, model, "Alice was", config, 7)
+    settings = [SampleConfig(max_new_tokens=30 + 7 * i, temperature=[0.85, 0.0, 1.2][i % 3],
+                             top_p=0.9 if i % 4 == 0 else None, min_p=0.05 if i % 5 == 0 else None)
+                for i in range(40)]
+    others = [collect(crowded, model, f"The Queen {i}", c, 100 + i) for i, c in enumerate(settings)]
+    job2, pieces2, ends2, infos2 = collect(crowded, model, "Alice was", config, 7, logprobs=2)
     run_all(crowded)
-    assert ends == ["length"] and all(o[2] for o in others)
-    assert [o[0].produced for o in others] == [50 + 5 * i for i in range(63)]  # each left at its own length
-    # fp32 logits of one row differ by about 1e-6 between a batch of 1 and of 64 (another matrix
-    # kernel); on this text that flips no token, so the text is the same alone and among 63 others.
-    assert "".join(pieces) == expected
+    assert [o[0].produced for o in others] == [c.max_new_tokens for c in settings]  # each left at its own length
+    assert ends2 == ["length"] and "".join(pieces2) == "".join(pieces)
+    # The batch went from 41 streams down to 1 along the way: the model's log-probabilities are
+    # still the same to the last bit as alone (every step is padded to a row-stable batch size).
+    assert [i["logprob"] for i in infos2] == [i["logprob"] for i in infos]
+    assert [i["top"] for i in infos2] == [i["top"] for i in infos]
+
+
+def test_row_stable_batch_is_where_rows_stop_depending_on_the_batch():
+    model = lstmgen.load()
+    stepper = step_weights(model.model.eval(), "fp32")
+    vocab, hidden, layers = model.model.config.vocab_size, stepper.hidden_size, stepper.num_layers
+    floor = row_stable_batch(stepper, vocab, 24)
+    assert 1 <= floor <= 24
+    g = torch.Generator().manual_seed(5)  # other states than the probe's own
+    token = torch.randint(vocab, (24,), generator=g)
+    h = [torch.randn(24, hidden, generator=g) for _ in range(layers)]
+    c = [torch.randn(24, hidden, generator=g) for _ in range(layers)]
+    with torch.inference_mode():
+        full = stepper.step(token, h, c)[0]
+        for n in range(floor, 24):
+            assert torch.equal(stepper.step(token[:n], [x[:n] for x in h], [x[:n] for x in c])[0], full[:n])
+        # A row's place in the batch does not matter either (streams move up as others leave).
+        same = stepper.step(token[:1].repeat(24), [x[:1].repeat(24, 1) for x in h], [x[:1].repeat(24, 1) for x in c])[0]
+        assert torch.equal(same, same[:1].expand_as(same))
+
+
+def test_a_cancelled_stream_leaves_and_n_streams_share_one_reading():
+    model = lstmgen.load()
+    batcher = Batcher(model, precision="fp32")
+    a, pa, ea, _ = collect(batcher, model, "Alice", SampleConfig(max_new_tokens=500), 1)
+    b, pb, eb, _ = collect(batcher, model, "Alice", SampleConfig(max_new_tokens=20), 2)
+    batcher.step()
+    assert len(batcher.active) == 2 and not batcher.reading
+    batcher.cancel(a)
+    run_all(batcher)
+    assert a.produced < 5 and not ea and b.produced == 20 and eb == ["length"]
+    assert not batcher.active and batcher.streams == 0

@@ -79,23 +79,40 @@ def next_tokens(logits: torch.Tensor, config: SampleConfig, generator: torch.Gen
         logits = history.penalize(logits)
     if config.temperature == 0:
         return torch.argmax(logits, dim=-1)
+    return choose_tokens(logits, config, torch.rand(logits.size(0), 1, generator=generator, device=logits.device))
+
+
+def choose_tokens(logits: torch.Tensor, config: SampleConfig, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """The filters and the draw, after the penalties: one token per row of
+    ``logits`` (N, V) at the uniform numbers ``uniforms`` (N, 1), which may
+    come from a generator per row (a server's streams). Row by row the same
+    as a call per row. Temperature 0 takes the argmax and needs no numbers."""
+    logits = logits.float()
+    if config.temperature == 0:
+        return torch.argmax(logits, dim=-1)
     logits = apply_temperature(logits, config.temperature)
     logits = apply_top_k(logits, config.top_k)
     logits = apply_typical_p(logits, config.typical_p)
     logits = apply_top_p(logits, config.top_p)
     logits = apply_min_p(logits, config.min_p)
-    return draw(torch.softmax(logits, dim=-1), generator)
+    return draw_at(torch.softmax(logits, dim=-1), uniforms)
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of ``probs`` (N, V) at the generator's next N numbers."""
+    return draw_at(probs, torch.rand(probs.size(0), 1, generator=generator, device=probs.device))
+
+
+def draw_at(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """One token per row of ``probs`` (N, V), by inverting the cumulative
-    distribution at a uniform number. On a CPU this is 2× to 4× faster than
-    torch.multinomial at 64 to 256 rows (90 against 204 µs at 64, softmax
-    included), which is 5% of a 64-stream step of the bundled model. A token
-    of probability 0 is never drawn: its cumulative value equals the one
-    before it, and the search takes the first value above the draw."""
+    distribution at the uniform numbers (N, 1). On a CPU this is 2× to 4×
+    faster than torch.multinomial at 64 to 256 rows (90 against 204 µs at
+    64, softmax included), which is 5% of a 64-stream step of the bundled
+    model. A token of probability 0 is never drawn: its cumulative value
+    equals the one before it, and the search takes the first value above
+    the draw."""
     cdf = probs.cumsum(dim=-1)  # (N, V)
-    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    u = uniforms.to(cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.size(-1) - 1).squeeze(-1)
 
 
