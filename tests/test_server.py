@@ -148,3 +148,68 @@ def test_a_client_that_leaves_frees_its_slot(server):
             break
         time.sleep(0.05)
     assert not slot.batcher.streams
+
+
+def test_an_api_key_is_required_when_set():
+    model = lstmgen.load()
+    srv, thread, port = start_server(lstmgen.create_server({"alice": model}, api_key="s3cret"))
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        with pytest.raises(openai.AuthenticationError, match="a wrong API key"):
+            openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).completions.create(
+                model="alice", prompt="Alice", max_tokens=3)
+        import httpx
+        bare = httpx.post(f"{base}/completions", json={"prompt": "Alice", "max_tokens": 3})
+        assert bare.status_code == 401 and "no API key" in bare.json()["error"]["message"]
+        assert bare.json()["error"]["code"] == "invalid_api_key"
+        good = openai.OpenAI(base_url=base, api_key="s3cret", max_retries=0)
+        assert len(good.completions.create(model="alice", prompt="Alice", max_tokens=3).choices[0].text) == 3
+        assert [m.id for m in good.models.list()] == ["alice"]
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["api_key_required"] is True
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
+    """The real command: a warning for an open address without a key; on SIGTERM a running stream
+    still gets all its text and [DONE], new connections are refused, and the exit status is 0."""
+    import httpx
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "stderr", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--host", "0.0.0.0", "--port", str(port),
+                             "--drain-seconds", "60"], stderr=log)
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.Client(timeout=60) as http:
+            with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions",
+                             json={"prompt": "Alice", "max_tokens": 4000, "stream": True}) as stream:
+                lines = stream.iter_lines()
+                first = next(lines)
+                proc.send_signal(signal.SIGTERM)
+                time.sleep(0.5)
+                with pytest.raises(httpx.ConnectError):
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                rest = [line for line in lines if line]
+        assert first.startswith("data: ") and rest[-1] == "data: [DONE]"
+        import json
+        chunks = [json.loads(line[6:]) for line in [first] + rest[:-1]]
+        assert sum(len(c["choices"][0]["text"]) for c in chunks) == 4000
+        assert len(rest) > 5  # the stream was still running when the signal came
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    log.seek(0)
+    assert "without an API key" in log.read()

@@ -7,6 +7,7 @@ non-zero; anything else keeps its traceback, because it is a bug.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
@@ -254,6 +255,10 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=8000)
     p.add_argument("--max-streams", type=_positive_int, default=64, help="streams stepped together per model")
+    p.add_argument("--api-key", default=os.environ.get("LSTMGEN_API_KEY"), metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on /v1 (default: $LSTMGEN_API_KEY, else none)")
+    p.add_argument("--drain-seconds", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, let running streams finish for up to this long, then exit 0")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="PyTorch threads for the model's steps (default: one fewer than PyTorch's own default, "
                         "so that one core answers HTTP)")
@@ -464,10 +469,27 @@ def cmd_serve(args) -> int:
     # 5,700 characters/s and two delivered 3,700, the second spinning in OpenMP's barrier while
     # HTTP work held its core.
     torch.set_num_threads(args.threads or max(1, torch.get_num_threads() - 1))
-    app = lstmgen.create_server(loaded, max_streams=args.max_streams, stream_interval=args.stream_interval)
+    app = lstmgen.create_server(loaded, max_streams=args.max_streams, stream_interval=args.stream_interval,
+                                api_key=args.api_key)
+    if not args.api_key and not _loopback(args.host):
+        _warn(f"serving on {args.host} without an API key: anyone who can reach this address can use it; "
+              "add --api-key KEY (or set LSTMGEN_API_KEY)")
     _note(f"lstmgen: serving {', '.join(loaded)} on http://{args.host}:{args.port}/v1")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # uvicorn drains on SIGTERM, then raises the signal again under the handler it found:
+    # a handler that does nothing makes the drained server exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=args.drain_seconds)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_evaluate(args) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import re
 import threading
@@ -99,12 +100,13 @@ class ModelSlot:
 
 def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: int = 4096,
                max_prompt_chars: int = 100_000, max_queue: int = 256, max_body_bytes: int = 1 << 20,
-               max_seconds: float = 300.0, stream_interval: float = 0.05) -> FastAPI:
+               max_seconds: float = 300.0, stream_interval: float = 0.05, api_key: str | None = None) -> FastAPI:
     """Streams beyond ``max_streams`` a model wait, up to ``max_queue`` more;
     past that a request gets 429 with Retry-After. A request runs at most
     ``max_seconds``, then ends with finish_reason 'length'. A streamed
     choice sends its first text at once, then at most one chunk every
-    ``stream_interval`` seconds with all the text since."""
+    ``stream_interval`` seconds with all the text since. With ``api_key``,
+    every /v1 request needs ``Authorization: Bearer API_KEY`` (401 without)."""
     slots = {name: ModelSlot(name, m, max_streams) for name, m in models.items()}
     default_name = next(iter(slots))
 
@@ -123,10 +125,12 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     app.state.slots = slots
 
     _answer_errors_as_openai(app, max_body_bytes)
+    if api_key:
+        app.add_middleware(_BearerKey, key=api_key)
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": list(slots)}
+        return {"status": "ok", "models": list(slots), "api_key_required": bool(api_key)}
 
     @app.get("/v1/models")
     async def list_models():
@@ -244,6 +248,26 @@ def _answer_errors_as_openai(app: FastAPI, max_body_bytes: int) -> None:
         return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where)
 
     app.add_middleware(_BodyCap, max_bytes=max_body_bytes)
+
+
+class _BearerKey:
+    """401 in OpenAI's format for a /v1 request without ``Authorization:
+    Bearer KEY``; /health and the web page stay open (the page sends the
+    key the user types). Plain ASGI, like _BodyCap."""
+
+    def __init__(self, app, key: str):
+        self.app, self.expected = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                what = "a wrong API key" if given else "no API key"
+                response = _error(401, f"this server needs an API key and got {what}; send "
+                                  "'Authorization: Bearer KEY' (the openai client's api_key)", None,
+                                  headers={"WWW-Authenticate": "Bearer"}, code="invalid_api_key")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 class _BodyCap:
@@ -364,6 +388,6 @@ def _legacy_logprobs(infos: list[dict], offset: int) -> dict:
 
 
 def _error(status: int, message: str, param: str | None, kind: str = "invalid_request_error",
-           headers: dict | None = None) -> JSONResponse:
+           headers: dict | None = None, code: str | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, headers=headers,
-                        content={"error": {"message": message, "type": kind, "param": param, "code": None}})
+                        content={"error": {"message": message, "type": kind, "param": param, "code": code}})
