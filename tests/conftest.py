@@ -57,3 +57,29 @@ def run_cli(*args: str, input: bytes | None = None, timeout: float = 300, cwd=No
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "lstmgen", *args], capture_output=True, input=input,
                           timeout=timeout, env=env, cwd=cwd)
+
+
+SERVERS: dict = {}
+"""uvicorn.Server by port, for tests that look inside the app a server runs."""
+
+
+def start_server(app):
+    """A real uvicorn on a free loopback port, in a thread; returns (server, thread, port)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    SERVERS[port] = srv
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    return srv, thread, port

@@ -1,36 +1,16 @@
-"""lstmgen serve (work in progress): a real uvicorn on a free loopback port,
+"""lstmgen serve: a real uvicorn on a free loopback port,
 spoken to by the official openai client."""
 
 import socket
-import threading
 import time
 
 import pytest
 
 import lstmgen
+from conftest import SERVERS, start_server
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
-
-
-SERVERS = {}
-
-
-def start_server(app):
-    """A real uvicorn on a free loopback port, in a thread; returns (server, thread, port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    SERVERS[port] = srv
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    return srv, thread, port
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import re
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import lstmgen
@@ -27,6 +30,8 @@ from lstmgen import LstmgenError, SampleConfig
 # OpenAI's names for SampleConfig fields; every other field keeps its own name.
 OPENAI_NAMES = {"max_tokens": "max_new_tokens", "n": "num_samples"}
 NOT_FROM_REQUESTS = ("precision",)  # the server's step precision is fixed: text must not depend on load
+MAX_TOKENS_DEFAULT = 16  # OpenAI's
+WEB = Path(__file__).parent / "web"  # the page at /: static files, no CDN, works offline
 
 
 class OpenAIError(Exception):
@@ -40,7 +45,7 @@ def _request_model() -> type[BaseModel]:
     fields: dict[str, Any] = {
         "model": (str | None, None),
         "prompt": (str | list[str], ""),
-        "max_tokens": (int | None, 16),
+        "max_tokens": (int | None, MAX_TOKENS_DEFAULT),
         "n": (int, 1),
         "stream": (bool, False),
         "echo": (bool, False),
@@ -59,6 +64,26 @@ def _request_model() -> type[BaseModel]:
 CompletionRequest = _request_model()
 
 
+def request_fields() -> dict[str, dict]:
+    """SampleConfig's fields under their request names, with default and help."""
+    out = {}
+    for f in lstmgen.config_fields(SampleConfig):
+        if f.name in NOT_FROM_REQUESTS or f.name == "num_samples":
+            continue
+        name = next((k for k, v in OPENAI_NAMES.items() if v == f.name), f.name)
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        if name == "max_tokens":
+            default = MAX_TOKENS_DEFAULT
+        out[name] = {"default": default, "help": f.help}
+    return out
+
+
+def _plain_changes() -> dict[str, Any]:
+    """The fields that SampleConfig.plain() sets apart from the defaults."""
+    default, plain = dataclasses.asdict(SampleConfig()), dataclasses.asdict(SampleConfig.plain())
+    return {k: v for k, v in plain.items() if default[k] != v}
+
+
 def sample_config(body: BaseModel, max_tokens_cap: int) -> SampleConfig:
     values = {}
     for f in lstmgen.config_fields(SampleConfig):
@@ -67,7 +92,7 @@ def sample_config(body: BaseModel, max_tokens_cap: int) -> SampleConfig:
         value = getattr(body, f.name, None)
         if value is not None:
             values[f.name] = tuple(value) if f.repeatable and not isinstance(value, str) else value
-    max_tokens = body.max_tokens if body.max_tokens is not None else 16
+    max_tokens = body.max_tokens if body.max_tokens is not None else MAX_TOKENS_DEFAULT
     if max_tokens > max_tokens_cap:
         raise OpenAIError(400, f"max_tokens is at most {max_tokens_cap} on this server, got {max_tokens}", "max_tokens")
     try:
@@ -131,6 +156,18 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     @app.get("/health")
     async def health():
         return {"status": "ok", "models": list(slots), "api_key_required": bool(api_key)}
+
+    @app.get("/settings")
+    async def settings():
+        """Every sampling field a request may set, with its default and help (the page's sliders
+        read them), what 'plain' changes, and this server's cap on max_tokens."""
+        return {"fields": request_fields(), "plain": _plain_changes(), "max_tokens_cap": max_tokens_cap}
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB / "index.html")
+
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
 
     @app.get("/v1/models")
     async def list_models():
