@@ -14,6 +14,9 @@ it, the 64-stream figure of plain batched generation on the same model,
 measured first in this process (the server is not running then).
 With --disconnect F, a share F of the requests hang up after a random
 part of their text; the server's RSS and /health are sampled every 10 s.
+Before the load, --probes seeded requests (300 characters, logprobs) are
+sent alone; during it they are sent again, spread over the run, and their
+text and log-probabilities compared with the first answers.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def client(http: httpx.AsyncClient, url: str, prompts: list[str], args, until: float, stats: dict,
                  index: int) -> None:
     await asyncio.sleep(index * args.ramp / args.clients)
@@ -104,7 +113,7 @@ async def watch(base: str, pid: int, until: float, samples: list) -> None:
     """Every 10 s: the server's RSS and whether /health answers."""
     async with httpx.AsyncClient(timeout=10) as http:
         while time.monotonic() < until:
-            await asyncio.sleep(10)
+            await asyncio.sleep(min(10.0, max(until - time.monotonic(), 0.0)))
             try:
                 ok = (await http.get(f"{base}/health")).status_code == 200
             except httpx.HTTPError:
@@ -112,13 +121,32 @@ async def watch(base: str, pid: int, until: float, samples: list) -> None:
             samples.append({"t": round(time.monotonic() - until, 1), "rss_mb": rss_mb(pid, "VmRSS"), "health": ok})
 
 
+async def seeded(http: httpx.AsyncClient, base: str, prompt: str, seed: int) -> tuple[str, list[float]]:
+    body = {"prompt": prompt, "max_tokens": 300, "seed": seed, "logprobs": 1}
+    choice = (await http.post(f"{base}/v1/completions", json=body)).json()["choices"][0]
+    return choice["text"], choice["logprobs"]["token_logprobs"]
+
+
+async def probe(base: str, prompts: list[str], count: int, alone: dict, until: float, found: list) -> None:
+    """Seeded requests sent again under load, compared with the same requests sent alone."""
+    async with httpx.AsyncClient(timeout=120) as http:
+        for i in range(count):
+            await asyncio.sleep(max(0.0, (until - time.monotonic()) / (count - i + 1)))
+            text, logprobs = await seeded(http, base, prompts[i], 1000 + i)
+            found.append({"seed": 1000 + i, "same_text": text == alone[i][0], "same_logprobs": logprobs == alone[i][1],
+                          "max_logprob_difference": max(abs(a - b) for a, b in zip(logprobs, alone[i][1]))})
+
+
 async def load(base: str, pid: int, prompts: list[str], args) -> dict:
-    stats = {"ttft": [], "between": [], "chars": 0, "errors": 0, "chunks": 0, "hung_up": 0, "watch": []}
+    stats = {"ttft": [], "between": [], "chars": 0, "errors": 0, "chunks": 0, "hung_up": 0, "watch": [],
+             "probes": []}
     limits = httpx.Limits(max_connections=args.clients + 8, max_keepalive_connections=args.clients + 8)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        alone = [await seeded(http, base, prompts[i], 1000 + i) for i in range(args.probes)]
         start = time.monotonic()
         until = start + args.seconds
         await asyncio.gather(watch(base, pid, until, stats["watch"]),
+                             probe(base, prompts, args.probes, alone, until, stats["probes"]),
                              *(client(http, f"{base}/v1/completions", prompts, args, until, stats, i)
                                for i in range(args.clients)))
         stats["seconds"] = time.monotonic() - start
@@ -154,17 +182,24 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the clients start")
     parser.add_argument("--stream-interval", type=float, default=0.05)
     parser.add_argument("--disconnect", type=float, default=0.0, help="share of requests that hang up mid-stream")
+    parser.add_argument("--probes", type=int, default=8,
+                        help="seeded requests sent alone first, then again under load, and compared")
     parser.add_argument("--server-args", default="", help="more options for lstmgen serve, as one string")
+    parser.add_argument("--baseline-steps", type=int, default=300, help="steps of the batched-generation figure")
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"machine: {machine(pick_device('cpu'))}")
-    baseline = generation_baseline(args.clients)
+    baseline = generation_baseline(args.clients, args.baseline_steps)
     print(f"batched generation, {args.clients} streams, fp32: {baseline:,.0f} chars/s")
     text = read_corpus(require(ALICE), lstmgen.CorpusConfig()).text
     prompts = [text[i:i + 100] for i in range(5000, 5000 + 100 * 97, 97)]
     server, base = start_server(args)
     try:
+        server_cpu, client_cpu, wall = cpu_seconds(server.pid), cpu_seconds(os.getpid()), time.monotonic()
         stats = asyncio.run(load(base, server.pid, prompts, args))
+        wall = time.monotonic() - wall
+        server_cores = (cpu_seconds(server.pid) - server_cpu) / wall
+        client_cores = (cpu_seconds(os.getpid()) - client_cpu) / wall
         rss = rss_mb(server.pid)
         alive = server.poll() is None
     finally:
@@ -180,10 +215,14 @@ def main() -> None:
         "chars_per_chunk": stats["chars"] / max(stats["chunks"], 1),
         "chars_per_second": stats["chars"] / stats["seconds"], "generation_chars_per_second": baseline,
         "server_peak_rss_mb": rss, "server_alive_at_end": alive, "watch": stats["watch"],
+        "server_cpu_cores": server_cores, "clients_cpu_cores": client_cores,
+        "seeded_same_text_under_load": sum(p["same_text"] for p in stats["probes"]),
+        "seeded_same_logprobs_under_load": sum(p["same_logprobs"] for p in stats["probes"]),
+        "seeded_probes": len(stats["probes"]), "probes": stats["probes"],
     }
     result["of_generation"] = result["chars_per_second"] / baseline
     for key, value in result.items():
-        if key not in ("machine", "watch"):
+        if key not in ("machine", "watch", "probes"):
             print(f"{key:>30}: {value:,.2f}" if isinstance(value, float) else f"{key:>30}: {value}")
     if stats["watch"]:
         print("rss_mb every 10 s:", " ".join(f"{w['rss_mb']:.0f}{'' if w['health'] else '!'}" for w in stats["watch"]))

@@ -3,6 +3,7 @@ the speed figures themselves are not checked here)."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -193,3 +194,17 @@ def test_quality_summary_of_a_run_without_a_clock_budget_has_no_target():
     assert summary["target_nats"] is None and summary["best_val_loss_nats"] == 2.2 and summary["best_at_min"] == 1.0
     on_budget = quality.summarize("tinyshakespeare", "cpu-20min", 20.0, rows, 1000)
     assert on_budget["target_nats"] == 1.47 and on_budget["target_met"] is False
+
+
+def test_serve_benchmark_counts_text_errors_hang_ups_and_seeded_probes(tmp_path):
+    pytest.importorskip("uvicorn")
+    data = bench("serve", "--clients", "4", "--seconds", "3", "--new-tokens", "60", "--ramp", "0.5",
+                 "--disconnect", "0.5", "--probes", "2", "--baseline-steps", "20", tmp_path=tmp_path)
+    assert data["errors"] == 0 and data["server_alive_at_end"]
+    assert data["requests_started"] >= 4 and data["hung_up"] >= 1
+    assert data["chars_per_second"] > 0 and 0 < data["of_generation"] < 5
+    assert data["ttft_ms_p50"] <= data["ttft_ms_p99"] and data["chars_per_chunk"] >= 1
+    assert 0 < data["server_cpu_cores"] <= os.cpu_count() + 0.5 and 0 < data["clients_cpu_cores"] <= os.cpu_count() + 0.5
+    # Two seeded requests, alone and then among the clients: the same text and log-probabilities.
+    assert data["seeded_probes"] == 2 and data["seeded_same_text_under_load"] == 2
+    assert data["seeded_same_logprobs_under_load"] == 2
