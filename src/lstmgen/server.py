@@ -264,7 +264,7 @@ async def _next(queue: asyncio.Queue, request: Request, deadline: float):
     """The next (piece, reason, info), or None once the client left or the deadline passed."""
     while True:
         try:
-            return await asyncio.wait_for(queue.get(), timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
+            return await asyncio.wait_for(queue.get(), timeout=min(0.1, max(deadline - time.monotonic(), 0.01)))
         except asyncio.TimeoutError:
             if time.monotonic() >= deadline or await request.is_disconnected():
                 return None
