@@ -58,7 +58,26 @@ def scratch(tmp_path_factory):
     config = json.loads(config_path.read_text())
     config["format_version"] = 99
     config_path.write_text(json.dumps(config))
+    keras_files(d)
     return d, alice
+
+
+def keras_files(d):
+    """The tutorial's real Keras checkpoint, and an HDF5 file of another architecture (a GRU's shapes)."""
+    from conftest import fixture_path
+
+    shutil.copy(fixture_path("keras-tutorial/tutorial-small.h5"), d / "tutorial-small.h5")
+    import h5py
+    import numpy as np
+
+    with h5py.File(d / "gru.h5", "w") as f:
+        cell = f.create_group("model_weights/gru/sequential/gru/gru_cell")
+        cell["kernel"] = np.zeros((1, 768), np.float32)
+        cell["recurrent_kernel"] = np.zeros((256, 768), np.float32)
+        cell["bias"] = np.zeros((2, 768), np.float32)
+        dense = f.create_group("model_weights/dense/sequential/dense")
+        dense["kernel"] = np.zeros((256, 45), np.float32)
+        dense["bias"] = np.zeros(45, np.float32)
 
 
 def test_the_table_is_there():

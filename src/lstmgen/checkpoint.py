@@ -42,7 +42,8 @@ TRAINER_JSON = "trainer_state.json"
 # file gets, so that a run directory can be shared like any other.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-_PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".h5", ".hdf5", ".keras"}
+_PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
+_KERAS_SUFFIXES = {".h5", ".hdf5", ".keras"}
 
 
 @dataclass
@@ -162,9 +163,13 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """Find the checkpoint directory for a run directory or a checkpoint path."""
     p = Path(path)
     if p.is_file():
+        if p.suffix.lower() in _KERAS_SUFFIXES:
+            raise LstmgenError(
+                f"{p} is a Keras file; import it first: lstmgen import-keras {p} --corpus TEXT_FILE --out NEW_RUN"
+            )
         if p.suffix.lower() in _PICKLE_SUFFIXES:
             raise LstmgenError(
-                f"{p} is a {p.suffix} file; lstmgen never loads pickled or Keras files. "
+                f"{p} is a {p.suffix} file; lstmgen never loads pickled files. "
                 "Give a run directory or a checkpoint directory holding model.safetensors and config.json"
             )
         if p.name in (WEIGHTS, CONFIG, TOKENIZER):

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_plot(sub)
     _add_serve(sub)
+    _add_import_keras(sub)
     return parser
 
 
@@ -239,6 +240,20 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("text_file", nargs="?", metavar="TEXT_FILE", help="default: the run's own validation split")
     p.add_argument("--json", action="store_true")
+
+
+def _add_import_keras(sub) -> None:
+    p = sub.add_parser("import-keras", help="turn the Keras tutorial's checkpoint into an lstmgen run directory")
+    p.add_argument("weights", metavar="WEIGHTS", help="the .h5/.hdf5 (Keras 2 or 3), .weights.h5 or .keras file")
+    p.add_argument("--corpus", required=True, metavar="TEXT_FILE",
+                   help="the text the model was trained on; its vocabulary is rebuilt from it as the tutorial did")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to write")
+    p.add_argument("--no-lowercase", dest="lowercase", action="store_false",
+                   help="the model kept case (the tutorial lowercased the text)")
+    p.add_argument("--strip-gutenberg", action="store_true",
+                   help="remove the Project Gutenberg header and footer first (the tutorial removed it by hand, "
+                        "so the file is read as it is by default)")
+    p.add_argument("--force", action="store_true", help="overwrite RUN_DIR if it holds a run")
 
 
 def _add_plot(sub) -> None:
@@ -444,6 +459,17 @@ def cmd_chat(args) -> int:
     return lstmgen.chat(lstmgen.load(args.run_dir), config, warn=_warn)
 
 
+def cmd_import_keras(args) -> int:
+    checkpoint = lstmgen.import_keras(args.weights, args.corpus, args.out, lowercase=args.lowercase,
+                                      strip_gutenberg=args.strip_gutenberg, force=args.force)
+    model = lstmgen.load(args.out)
+    info = model.checkpoint.meta["imported_from"]
+    _note(f"lstmgen: {info['kind']} with {info['architecture']}; vocabulary of {model.tokenizer.vocab_size} "
+          f"characters from {args.corpus}; written to {checkpoint}")
+    print(args.out)
+    return 0
+
+
 def cmd_plot(args) -> int:
     if not args.out.lower().endswith(".png"):
         raise LstmgenError(f"--out must name a .png file, got {args.out!r}")
@@ -554,7 +580,7 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "plot": cmd_plot, "serve": cmd_serve, "evaluate": cmd_evaluate}
+COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "plot": cmd_plot, "serve": cmd_serve, "evaluate": cmd_evaluate, "import-keras": cmd_import_keras}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Models in and out of other tools' formats: the Keras tutorial's checkpoints."""
