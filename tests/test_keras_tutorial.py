@@ -75,3 +75,102 @@ def test_without_h5py_one_line_names_the_install(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "lstmgen import-keras: error: reading Keras files needs h5py: pip install 'lstmgen[keras]'")
+
+
+def tutorial_logits(keras, vocab_size: int, pattern: list[int]) -> np.ndarray:
+    """The tutorial's model on one pattern, in NumPy (float64): the ids
+    divided by the vocabulary size, read from an empty state; the Dense
+    layer's logits after the last."""
+    def sigmoid(z):
+        return 1 / (1 + np.exp(-z))
+
+    seq = (np.array(pattern, dtype=np.float64) / vocab_size)[:, None]  # (100, 1)
+    for kernel, recurrent, bias in keras.layers:
+        kernel, recurrent, bias = (a.astype(np.float64) for a in (kernel, recurrent, bias))
+        units = recurrent.shape[0]
+        h, c, outputs = np.zeros(units), np.zeros(units), []
+        for x in seq @ kernel + bias:  # the inputs' part of every step at once
+            z = x + h @ recurrent  # Keras's gate order: i, f, c, o
+            i, f = sigmoid(z[:units]), sigmoid(z[units:2 * units])
+            g, o = np.tanh(z[2 * units:3 * units]), sigmoid(z[3 * units:])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            outputs.append(h)
+        seq = np.array(outputs)
+    return seq[-1] @ keras.dense[0].astype(np.float64) + keras.dense[1].astype(np.float64)
+
+
+def tutorial_argmax(keras, vocab_size: int, pattern: list[int], count: int) -> list[int]:
+    """The tutorial's generation loop: take the argmax, append it, drop the first id."""
+    pattern, out = list(pattern), []
+    for _ in range(count):
+        index = int(np.argmax(tutorial_logits(keras, vocab_size, pattern)))
+        out.append(index)
+        pattern = pattern[1:] + [index]
+    return out
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_rolling_windows_give_the_tutorials_re_read_windows(tmp_path):
+    """Along 40 characters of the text, past the first 100, lstmgen's rolling windows give the
+    probabilities of the tutorial's window re-read from an empty state (NumPy), to 1e-5."""
+    from lstmgen.sampling.window import WindowStream
+
+    expected = json.loads(fixture("tutorial-large.expected.json").read_text())
+    corpus = corpus_path(expected["corpus_file"])
+    lstmgen.import_keras(fixture("tutorial-large.h5"), corpus, tmp_path / "run")
+    model = lstmgen.load(tmp_path / "run")
+    keras = lstmgen.read_keras(fixture("tutorial-large.h5"))
+    text = read_corpus(corpus, CorpusConfig(lowercase=True, keep_header=True)).text
+    ids = model.tokenizer.encode(text[20_000:20_140]).tolist()
+    want = softmax(np.array([tutorial_logits(keras, 45, ids[k - 100:k]) for k in range(100, 140)]))
+    config = lstmgen.SampleConfig.plain(temperature=0, precision="fp32")
+    stream = WindowStream(model.model, ids[:100], config, 0, window=100)
+    got = [stream.logits[0].double()]
+    with torch.inference_mode():
+        for token in ids[100:139]:
+            got.append(stream._read(torch.tensor([token]))[0].double())
+    np.testing.assert_allclose(softmax(torch.stack(got).numpy()), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tutorial-small"])  # the large model: the test above, along the text
+def test_temperature_0_is_the_tutorials_own_generation(name, tmp_path):
+    expected = json.loads(fixture(f"{name}.expected.json").read_text())
+    lstmgen.import_keras(fixture(f"{name}.h5"), corpus_path(expected["corpus_file"]), tmp_path / "run")
+    model = lstmgen.load(tmp_path / "run")
+    seed = expected["windows"][3]  # 100 ids, as the tutorial's random seed pattern
+    want = model.tokenizer.decode(tutorial_argmax(lstmgen.read_keras(fixture(f"{name}.h5")), len(expected["vocabulary"]),
+                                                  seed, 200))
+    config = lstmgen.SampleConfig.plain(temperature=0, max_new_tokens=200, precision="fp32")
+    assert config.window_generation == "auto"  # sliding, for a window-trained model
+    assert model.generate(model.tokenizer.decode(seed), config)[0] == want
+
+
+def test_rolling_windows_on_a_model_with_a_long_memory():
+    """On the fixtures, 100 characters wash out the state, so both ways agree there to 1e-7; on a
+    model with strong recurrent weights they differ, and the rolling windows must still equal a
+    fresh read of each window."""
+    from lstmgen.model import LSTMLanguageModel, ModelConfig
+    from lstmgen.sampling.window import WindowStream
+
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(ModelConfig(vocab_size=30, hidden_size=48, num_layers=2, dropout=0.0,
+                                          input_mode="embedding", embedding_dim=8)).eval()
+    with torch.no_grad():
+        for name, weight in model.lstm.named_parameters():
+            if name.startswith("weight_hh"):
+                weight.mul_(6)
+    ids = torch.randint(0, 30, (60,), generator=torch.Generator().manual_seed(1)).tolist()
+    window = 12
+    config = lstmgen.SampleConfig.plain(temperature=0, precision="fp32")
+    with torch.inference_mode():
+        stream = WindowStream(model, ids[:window], config, 0, window=window)
+        got = [stream.logits[0]] + [stream._read(torch.tensor([t]))[0] for t in ids[window:59]]
+        fresh = [model(torch.tensor([ids[k - window:k]]), None, last_only=True)[0][0] for k in range(window, 60)]
+        stateful = model(torch.tensor([ids[:59]]), None)[0][0, window - 1:]
+    torch.testing.assert_close(torch.stack(got), torch.stack(fresh), atol=1e-5, rtol=0)
+    assert (torch.stack(fresh) - stateful).abs().max() > 1e-2  # the two ways really differ here

@@ -20,6 +20,7 @@ from .sampling.config import SampleConfig, fresh_seed
 from .sampling.copying import TrainingText
 from .sampling.stops import StopText
 from .sampling.stream import TokenStream
+from .sampling.window import WindowStream
 from .text.batches import load_split
 from .text.corpus import normalize_text, read_corpus
 from .text.tokenizer import UnknownReport
@@ -82,7 +83,11 @@ class LanguageModel:
             warn(prepared.unknown.describe())
         ids = self.tokenizer.encode(prepared.text).tolist()
         breakers = self.breakers(config.dry_sequence_breakers) if config.dry_multiplier > 0 else None
-        return Generation(self, TokenStream(self.model, ids, config, seed, breakers), prepared.text)
+        if self.framing == "windows" and config.window_generation != "stateful":
+            tokens = WindowStream(self.model, ids, config, seed, self.unscored_tokens, breakers)
+        else:
+            tokens = TokenStream(self.model, ids, config, seed, breakers)
+        return Generation(self, tokens, prepared.text)
 
     def stream(self, prompt: str | None = None, config: SampleConfig | None = None,
                warn=None) -> Iterator[list[str]]:
@@ -192,7 +197,7 @@ class Generation:
     stop strings. ``pieces`` writes more; calling it again goes on from
     where the text stopped, at the cost of the new tokens only."""
 
-    def __init__(self, model: LanguageModel, tokens: TokenStream, prompt: str):
+    def __init__(self, model: LanguageModel, tokens: TokenStream | WindowStream, prompt: str):
         self.model, self.tokens = model, tokens
         self.prompt = prompt
         """The prompt as the model read it (after the model's corpus options)."""

@@ -29,7 +29,9 @@ from lstmgen import LstmgenError, SampleConfig
 
 # OpenAI's names for SampleConfig fields; every other field keeps its own name.
 OPENAI_NAMES = {"max_tokens": "max_new_tokens", "n": "num_samples"}
-NOT_FROM_REQUESTS = ("precision",)  # the server's step precision is fixed: text must not depend on load
+# The server's step precision is fixed (text must not depend on load), and its streams step
+# statefully, window-trained models included.
+NOT_FROM_REQUESTS = ("precision", "window_generation")
 MAX_TOKENS_DEFAULT = 16  # OpenAI's
 WEB = Path(__file__).parent / "web"  # the page at /: static files, no CDN, works offline
 

@@ -11,6 +11,7 @@ from ..errors import LstmgenError
 
 
 STEP_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+WINDOW_GENERATION = ("auto", "sliding", "stateful")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,12 @@ class SampleConfig:
     """Independent samples, generated together as one batch."""
     seed: int | None = None
     """Same seed, same text (at the same precision). None draws a fresh seed."""
+    window_generation: str = field(default="auto", metadata={"choices": WINDOW_GENERATION})
+    """For a model trained on windows (the tutorial's presets, an imported
+    Keras model): 'sliding' predicts each token from the last seq_len tokens
+    read from an empty state, as the model was trained and as the tutorial
+    generates; 'stateful' carries one state through the whole text; 'auto'
+    is sliding. Stream-trained models always step statefully."""
     precision: str = field(default="auto", metadata={"choices": STEP_PRECISIONS})
     """Weights for the one-token steps: 'fp32'; 'bf16'; 'int8' (8-bit weights
     with one scale per row, bf16 activations; CPU only); or 'auto', the
@@ -118,6 +125,9 @@ class SampleConfig:
             raise LstmgenError(f"--num-samples must be 1 or more, got {self.num_samples}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise LstmgenError(f"--seed must be in [0, 2**63), got {self.seed}")
+        if self.window_generation not in WINDOW_GENERATION:
+            raise LstmgenError(f"--window-generation must be one of {', '.join(WINDOW_GENERATION)}, "
+                               f"got {self.window_generation!r}")
         if self.precision not in STEP_PRECISIONS:
             raise LstmgenError(f"--precision must be one of {', '.join(STEP_PRECISIONS)}, got {self.precision!r}")
 

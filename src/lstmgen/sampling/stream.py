@@ -55,14 +55,19 @@ class TokenStream:
                 self.hs, self.cs = [h.clone() for h in self.graphed.h], [c.clone() for c in self.graphed.c]
         self.config = config
         self.stepper = step_weights(self.model, step_precision(self.model, config.precision, n).precision)
-        self.history = History(config, self.logits.size(-1), n, self.recent[0], self.breakers)
-        if any(r != self.recent[0] for r in self.recent[1:]):  # samples that went apart: one row each
-            for row, recent in enumerate(self.recent):
-                own = History(config, self.logits.size(-1), 1, recent, self.breakers, layout_for=n)
-                self.history.set_row(row, own)
+        self.history = self._history(config)
         self.graphed = None
         if self.device.type == "cuda" and config.max_new_tokens > 1:
             self.graphed = _GraphedStep(self.stepper, self.hs, self.cs)
+
+    def _history(self, config: SampleConfig) -> History:
+        """The penalty history of every sample, rebuilt from its recent tokens."""
+        n, vocab_size = config.num_samples, self.model.config.vocab_size
+        history = History(config, vocab_size, n, self.recent[0], self.breakers)
+        if any(r != self.recent[0] for r in self.recent[1:]):  # samples that went apart: one row each
+            for row, recent in enumerate(self.recent):
+                history.set_row(row, History(config, vocab_size, 1, recent, self.breakers, layout_for=n))
+        return history
 
     @torch.inference_mode()
     def tokens(self, count: int | None = None) -> Iterator[torch.Tensor]:
