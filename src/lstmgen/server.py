@@ -155,25 +155,7 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     if api_key:
         app.add_middleware(_BearerKey, key=api_key)
 
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "models": list(slots), "api_key_required": bool(api_key)}
-
-    @app.get("/settings")
-    async def settings():
-        """Every sampling field a request may set, with its default and help (the page's sliders
-        read them), what 'plain' changes, and this server's cap on max_tokens."""
-        return {"fields": request_fields(), "plain": _plain_changes(), "max_tokens_cap": max_tokens_cap}
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(WEB / "index.html")
-
-    app.mount("/web", StaticFiles(directory=WEB), name="web")
-
-    @app.get("/v1/models")
-    async def list_models():
-        return {"object": "list", "data": [s.describe() for s in slots.values()]}
+    _add_reading_routes(app, slots, max_tokens_cap, bool(api_key))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -214,6 +196,29 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
                                                   "total_tokens": len(ids) + completion_tokens})
 
     return app
+
+
+def _add_reading_routes(app: FastAPI, slots: dict[str, ModelSlot], max_tokens_cap: int, key_required: bool) -> None:
+    """/health, /settings, the page and /v1/models: everything that only reads."""
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(slots), "api_key_required": key_required}
+
+    @app.get("/settings")
+    async def settings():
+        """Every sampling field a request may set, with its default and help (the page's sliders
+        read them), what 'plain' changes, and this server's cap on max_tokens."""
+        return {"fields": request_fields(), "plain": _plain_changes(), "max_tokens_cap": max_tokens_cap}
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB / "index.html")
+
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [s.describe() for s in slots.values()]}
 
 
 def _check_request(body: BaseModel, max_prompt_chars: int, max_tokens_cap: int) -> tuple[str, SampleConfig]:
