@@ -77,7 +77,9 @@ async def client(http: httpx.AsyncClient, url: str, prompts: list[str], args, un
     while time.monotonic() < until:
         prompt = prompts[k % len(prompts)]
         k += len(prompts) // 7 + 1
-        hang_up_after = rng.randrange(1, 20) if rng.random() < args.disconnect else None
+        # A hang-up comes after a random share (5% to 90%) of the text asked for.
+        hang_up_at = rng.uniform(0.05, 0.9) * args.new_tokens if rng.random() < args.disconnect else None
+        received = 0
         sent = time.monotonic()
         last = None
         try:
@@ -102,7 +104,8 @@ async def client(http: httpx.AsyncClient, url: str, prompts: list[str], args, un
                     last = now
                     stats["chars"] += len(chunk["choices"][0]["text"])
                     stats["chunks"] += 1
-                    if hang_up_after is not None and stats["chunks"] % 20 == hang_up_after:
+                    received += len(chunk["choices"][0]["text"])
+                    if hang_up_at is not None and received >= hang_up_at:
                         stats["hung_up"] += 1
                         break  # leaving the block closes the connection mid-stream
         except httpx.HTTPError:
