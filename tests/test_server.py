@@ -124,10 +124,10 @@ def test_a_client_that_leaves_frees_its_slot(server):
     # The connection is closed; the stream leaves the batch at its next step.
     slot = SERVERS[port].config.app.state.slots["alice"]
     for _ in range(100):
-        if not slot.batcher.streams:
+        if not slot.batcher.streams and not slot.batcher.active:
             break
         time.sleep(0.05)
-    assert not slot.batcher.streams
+    assert not slot.batcher.streams and not slot.batcher.active  # the row left the batch too
 
 
 def test_an_api_key_is_required_when_set():
@@ -152,9 +152,11 @@ def test_an_api_key_is_required_when_set():
 
 
 def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
-    """The real command: a warning for an open address without a key; on SIGTERM a running stream
-    still gets all its text and [DONE], new connections are refused, and the exit status is 0."""
+    """The real command: a warning for an open address without a key; on SIGTERM new connections
+    are refused, a running stream goes on for the drain time, then ends cleanly with
+    finish_reason 'length' and [DONE], no traceback, and the exit status is 0."""
     import httpx
+    import json
     import signal
     import subprocess
     import sys
@@ -164,7 +166,7 @@ def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
         port = s.getsockname()[1]
     log = open(tmp_path / "stderr", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--host", "0.0.0.0", "--port", str(port),
-                             "--drain-seconds", "60"], stderr=log)
+                             "--drain-seconds", "0.6"], stderr=log)
     try:
         for _ in range(300):
             try:
@@ -177,19 +179,22 @@ def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
                              json={"prompt": "Alice", "max_tokens": 4000, "stream": True}) as stream:
                 lines = stream.iter_lines()
                 first = next(lines)
+                signalled = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
                 time.sleep(0.5)
                 with pytest.raises(httpx.ConnectError):
                     httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
                 rest = [line for line in lines if line]
+                ended = time.monotonic()
         assert first.startswith("data: ") and rest[-1] == "data: [DONE]"
-        import json
         chunks = [json.loads(line[6:]) for line in [first] + rest[:-1]]
-        assert sum(len(c["choices"][0]["text"]) for c in chunks) == 4000
-        assert len(rest) > 5  # the stream was still running when the signal came
+        written = sum(len(c["choices"][0]["text"]) for c in chunks)
+        assert len(rest) > 3 and 0 < written < 4000  # it went on after the signal, then the drain time ended it
         assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        assert 0.5 < ended - signalled < 10
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
     log.seek(0)
-    assert "without an API key" in log.read()
+    err = log.read()
+    assert "without an API key" in err and "Traceback" not in err

@@ -79,10 +79,10 @@ def test_type_stream_stop_slide_and_hover(browser, served):
     assert 20 < stopped_at < 4000 and page.is_enabled("#generate")
     slot = app.state.slots["alice"]
     for _ in range(100):  # the stream left the batch on the server too
-        if not slot.batcher.streams:
+        if not slot.batcher.streams and not slot.batcher.active:
             break
         time.sleep(0.05)
-    assert slot.batcher.streams == 0
+    assert slot.batcher.streams == 0 and not slot.batcher.active
     time.sleep(0.3)
     assert len(written(page)) == stopped_at  # nothing more arrives after Stop
 

@@ -501,12 +501,26 @@ def cmd_serve(args) -> int:
         _warn(f"serving on {args.host} without an API key: anyone who can reach this address can use it; "
               "add --api-key KEY (or set LSTMGEN_API_KEY)")
     _note(f"lstmgen: serving {', '.join(loaded)} on http://{args.host}:{args.port}/v1")
-    # uvicorn drains on SIGTERM, then raises the signal again under the handler it found:
+    _serve_until_drained(app, args.host, args.port, args.drain_seconds)
+    return 0
+
+
+def _serve_until_drained(app, host: str, port: int, drain_seconds: float) -> None:
+    """Run uvicorn until SIGTERM or Ctrl-C; then running requests get ``drain_seconds`` to finish
+    and end with finish_reason 'length' after that (uvicorn's own timeout, a few seconds later,
+    is only a backstop: it cancels requests with a traceback)."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.begin_drain(drain_seconds)
+            super().handle_exit(sig, frame)
+
+    # uvicorn raises the signal again, under the handler it found, once it has drained:
     # a handler that does nothing makes the drained server exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=args.drain_seconds)
-    return 0
+    DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                  timeout_graceful_shutdown=drain_seconds + 5)).run()
 
 
 def _loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hmac
 import json
+import math
 import re
 import threading
 import time
@@ -150,6 +151,10 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
 
     app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.slots = slots
+    # On SIGTERM the server stops taking connections and calls begin_drain: running requests end
+    # with finish_reason 'length' once the drain time is up, cleanly, instead of being cut off.
+    app.state.drain_deadline = math.inf
+    app.state.begin_drain = lambda seconds: setattr(app.state, "drain_deadline", time.monotonic() + seconds)
 
     _answer_errors_as_openai(app, max_body_bytes)
     if api_key:
@@ -254,9 +259,9 @@ async def _choice(queue: asyncio.Queue, request: Request, deadline: float, echo:
     pieces, infos, reason = [echo], [], None
     while reason is None:
         got = await _next(queue, request, deadline)
-        if got is None:
-            if await request.is_disconnected():
-                return None
+        if got is LEFT:
+            return None
+        if got is TIME_UP:
             reason = "length"
             break
         piece, reason, info = got
@@ -267,14 +272,22 @@ async def _choice(queue: asyncio.Queue, request: Request, deadline: float, echo:
     return {"text": "".join(pieces), "logprobs": logprobs, "finish_reason": reason}
 
 
+LEFT, TIME_UP = object(), object()
+
+
 async def _next(queue: asyncio.Queue, request: Request, deadline: float):
-    """The next (piece, reason, info), or None once the client left or the deadline passed."""
+    """The next (piece, reason, info); TIME_UP once the request's deadline or the server's
+    drain deadline passed (checked first: a draining server's connections read as closed);
+    LEFT once the client went away."""
     while True:
+        end = min(deadline, request.app.state.drain_deadline)
+        if time.monotonic() >= end:  # before reading: a stream that never pauses must still stop
+            return TIME_UP
         try:
-            return await asyncio.wait_for(queue.get(), timeout=min(0.1, max(deadline - time.monotonic(), 0.01)))
+            return await asyncio.wait_for(queue.get(), timeout=min(0.1, max(end - time.monotonic(), 0.01)))
         except asyncio.TimeoutError:
-            if time.monotonic() >= deadline or await request.is_disconnected():
-                return None
+            if await request.is_disconnected():
+                return LEFT
 
 
 def _answer_errors_as_openai(app: FastAPI, max_body_bytes: int) -> None:
@@ -376,9 +389,9 @@ async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, d
             last_round = time.monotonic()
             for i in sorted(open_):
                 got = await _next(queues[i], request, deadline)
-                if got is None:
-                    if await request.is_disconnected():
-                        raise asyncio.CancelledError
+                if got is LEFT:
+                    raise asyncio.CancelledError
+                if got is TIME_UP:
                     for job in jobs:
                         slot.batcher.cancel(job)
                     for k in sorted(open_):

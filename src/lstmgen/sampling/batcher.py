@@ -128,8 +128,10 @@ class Batcher:
 
     @property
     def streams(self) -> int:
-        """Streams admitted or waiting: what a server counts against its caps."""
-        return len(self.waiting) + sum(len(r.jobs) for r in self.reading) + len(self.active)
+        """Streams admitted or waiting, those cancelled (leaving at the next step) left out:
+        what a server counts against its caps."""
+        jobs = [*self.waiting, *(job for r in self.reading for job in r.jobs), *self.active]
+        return sum(not job.cancelled for job in jobs)
 
     @torch.inference_mode()
     def step(self) -> bool:
