@@ -373,9 +373,8 @@ async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, d
                   interval: float):
     """Server-Sent Events framed as OpenAI's: data: {chunk} ... data: [DONE].
     A chunk carries every token that arrived since the one before, and
-    chunks are at least ``interval`` apart: a chunk per token would cost the
-    server and its client more than the model's step (measured: 64 streams
-    delivered 2,800 characters/s one token a chunk)."""
+    chunks are at least ``interval`` apart: a chunk per token cost the server
+    and its client more than the model's step (BENCHMARKS.md, "Serving")."""
     open_ = set(range(len(queues)))
     offsets = [len(echo)] * len(queues)
     last_round = None
