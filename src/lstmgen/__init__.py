@@ -23,7 +23,7 @@ _EXPORTS = {
     "ModelConfig": "model", "TrainConfig": "training.config", "TrainResult": "training.config",
     "PRESETS": "training.presets", "train": "api", "resume": "api",
     # other tools' formats
-    "import_keras": "interop.keras", "read_keras": "interop.keras",
+    "import_keras": "interop.keras", "read_keras": "interop.keras", "export_onnx": "interop.onnx",
     # sampling, evaluation
     "load": "api", "LanguageModel": "api", "Generation": "api", "Batcher": "sampling.batcher", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
     "EvalResult": "evaluate", "samples_report": "sampling.report", "parse_setting": "sampling.report",

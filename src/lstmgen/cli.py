@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(sub)
     _add_serve(sub)
     _add_import_keras(sub)
+    _add_export(sub)
     return parser
 
 
@@ -254,6 +255,14 @@ def _add_import_keras(sub) -> None:
                    help="remove the Project Gutenberg header and footer first (the tutorial removed it by hand, "
                         "so the file is read as it is by default)")
     p.add_argument("--force", action="store_true", help="overwrite RUN_DIR if it holds a run")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a model as ONNX files, to run where PyTorch is not installed")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="default: the bundled model")
+    p.add_argument("--onnx", required=True, metavar="OUT_DIR",
+                   help="the folder to write step.onnx, sequence.onnx, the tokenizer and a README into")
+    p.add_argument("--force", action="store_true", help="overwrite an export already in OUT_DIR")
 
 
 def _add_plot(sub) -> None:
@@ -470,6 +479,16 @@ def cmd_import_keras(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    exported = lstmgen.export_onnx(args.run_dir, args.onnx, force=args.force)
+    check = ("onnxruntime not installed, so not checked" if exported.max_logit_difference is None else
+             f"onnxruntime's logits within {exported.max_logit_difference:.1g} of PyTorch's")
+    _note(f"lstmgen: wrote {', '.join(exported.files)} ({check}); {exported.out_dir / 'README.md'} shows how to "
+          "run them")
+    print(exported.out_dir)
+    return 0
+
+
 def cmd_plot(args) -> int:
     if not args.out.lower().endswith(".png"):
         raise LstmgenError(f"--out must name a .png file, got {args.out!r}")
@@ -594,7 +613,7 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "plot": cmd_plot, "serve": cmd_serve, "evaluate": cmd_evaluate, "import-keras": cmd_import_keras}
+COMMANDS = {"samples-report": cmd_samples_report, "doctor": cmd_doctor, "corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "plot": cmd_plot, "serve": cmd_serve, "evaluate": cmd_evaluate, "import-keras": cmd_import_keras, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
