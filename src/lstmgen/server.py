@@ -30,9 +30,9 @@ from lstmgen import LstmgenError, SampleConfig
 
 # OpenAI's names for SampleConfig fields; every other field keeps its own name.
 OPENAI_NAMES = {"max_tokens": "max_new_tokens", "n": "num_samples"}
-# The server's step precision is fixed (text must not depend on load), and its streams step
-# statefully, window-trained models included.
-NOT_FROM_REQUESTS = ("precision", "window_generation")
+# The server's step precision is fixed (text must not depend on load). window_generation is a
+# request's own: a window-trained model's Batcher steps sliding and stateful streams side by side.
+NOT_FROM_REQUESTS = ("precision",)
 MAX_TOKENS_DEFAULT = 16  # OpenAI's
 WEB = Path(__file__).parent / "web"  # the page at /: static files, no CDN, works offline
 
@@ -119,11 +119,17 @@ class ModelSlot:
                                        name=f"lstmgen-batcher-{name}")
 
     def describe(self) -> dict:
+        """The model's entry in /v1/models. ``window_generation`` says how it
+        generates by default: 'sliding' (each token from the last
+        ``window_tokens`` read afresh, as trained) or 'stateful'."""
         m = self.model
+        window = self.batcher.window
         return {"id": self.name, "object": "model", "created": 0, "owned_by": "lstmgen",
                 "level": m.tokenizer.level, "vocab_size": m.tokenizer.vocab_size,
                 "parameters": m.model.num_parameters(),
-                "held_out_loss_nats": (m.checkpoint.meta.get("progress") or {}).get("val_loss_nats")}
+                "held_out_loss_nats": (m.checkpoint.meta.get("progress") or {}).get("val_loss_nats"),
+                "framing": m.framing, "window_generation": "sliding" if window else "stateful",
+                "window_tokens": window or None}
 
 
 def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: int = 4096,

@@ -21,12 +21,26 @@ A round (``Batcher.step``):
 The text of a seeded stream does not depend on what else runs: prompts are
 read alone, and each step is padded to a batch size whose rows the matrix
 kernels compute bit for bit as in any larger batch (steps.row_stable_batch).
+
+A model trained on windows generates as ``lstmgen generate`` does (window.py):
+each of its sliding streams owns W rows of the state, one per window in
+progress, laid out one stream after another::
+
+    rows:   | stream a: W windows | stream b: 1 (stateful) | stream c: W windows | padding |
+    head:     a's oldest window     b's row                  c's oldest window
+
+A round zeroes each sliding stream's freshest window, steps every row with
+its stream's token, and takes the logits from each stream's oldest window
+only (``head_rows``, padded like the rows). A sliding stream reads only the
+last W tokens of its prompt, one W-row step per token, as WindowStream does.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Callable
 
 import torch
@@ -35,11 +49,13 @@ from .config import SampleConfig
 from .processors import History, choose_tokens
 from .steps import row_stable_batch, step_weights
 from .stops import StopText
+from .window import empty_windows, step_windows, window_slots
 
 PROMPT_TOKENS_PER_ROUND = 512
 """Prompt tokens read per round, all prompts together: about 40 ms of
 reading for the bundled model on a 2-core CPU, so a 100,000-character
-prompt delays the running streams by that much per token, not by seconds."""
+prompt delays the running streams by that much per token, not by seconds.
+A sliding stream's prompt token is one step of W rows, counted as W tokens."""
 
 
 @dataclass
@@ -62,6 +78,11 @@ class Job:
     generator: torch.Generator | None = field(default=None, repr=False)
     decoder: object = field(default=None, repr=False)
     stop: StopText | None = field(default=None, repr=False)
+    window: int = 0
+    """W for a stream that generates with sliding windows (it owns W rows of
+    the state, one per window in progress); 0 for one stateful row."""
+    position: int = 0
+    """Tokens a sliding stream's windows have read: which row starts afresh next."""
     _uniforms: list[float] = field(default_factory=list, repr=False)
 
     def uniform(self) -> float:
@@ -72,14 +93,20 @@ class Job:
             self._uniforms = torch.rand(64, generator=self.generator).tolist()[::-1]
         return self._uniforms.pop()
 
+    @property
+    def rows(self) -> int:
+        """Rows of the batched state this stream owns."""
+        return self.window or 1
+
 
 @dataclass
 class _Reading:
     """A prompt being read, for every job that sent exactly this prompt (n > 1)."""
-    ids: list[int]
+    ids: list[int]  # the tokens to read: a sliding stream's last W only
     jobs: list[Job]
+    window: int = 0  # W for sliding streams, read one W-row step per token
     done: int = 0
-    state: tuple | None = None  # the LSTM's (h, c) after the first ``done`` tokens
+    state: tuple | None = None  # the LSTM's (h, c) after the first ``done`` tokens, per layer (rows, H)
     logits: torch.Tensor | None = None
     ready: bool = False  # read whole (or given up), its jobs' sampling state made
 
@@ -96,6 +123,8 @@ class Batcher:
         self.lm = language_model
         self.model = language_model.model.eval()
         self.stepper = step_weights(self.model, precision)
+        # As LanguageModel.start: a window-trained model slides its windows unless a request asks for 'stateful'.
+        self.window = language_model.unscored_tokens if language_model.framing == "windows" else 0
         self.max_streams = max_streams
         self.deliver = deliver or self.emit_each
         self.min_batch = row_stable_batch(self.stepper, self.model.config.vocab_size, max_streams)
@@ -116,7 +145,8 @@ class Batcher:
             job.emit(piece, reason, info)
 
     def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None) -> Job:
-        job = Job(list(prompt_ids), config, seed, emit, logprobs)
+        window = self.window if config.window_generation != "stateful" else 0
+        job = Job(list(prompt_ids), config, seed, emit, logprobs, window=window)
         with self.lock:
             self.waiting.append(job)
             self.lock.notify_all()
@@ -186,11 +216,12 @@ class Batcher:
                     job.finish_reason = "length"
                     events.append((job, "", "length", None))
                     continue
-                key = tuple(job.prompt_ids)  # the n streams of one request share one reading
+                key = (job.window, tuple(job.prompt_ids))  # the n streams of one request share one reading
                 if key in fresh:
                     fresh[key].jobs.append(job)
                 else:
-                    fresh[key] = _Reading(job.prompt_ids, [job])
+                    ids = job.prompt_ids[-job.window:] if job.window else job.prompt_ids
+                    fresh[key] = _Reading(ids, [job], job.window)
                     self.reading.append(fresh[key])
             if fresh:
                 self.lock.notify_all()
@@ -203,7 +234,7 @@ class Batcher:
                     if todo is None:
                         self.lock.wait(timeout=0.1)
                         continue
-                self._read(todo, len(todo.ids))
+                self._read(todo, math.inf)  # the whole prompt
                 with self.lock:
                     self.lock.notify_all()
 
@@ -215,16 +246,21 @@ class Batcher:
                 break
             budget -= self._read(reading, budget)
 
-    def _read(self, reading: _Reading, budget: int) -> int:
+    def _read(self, reading: _Reading, budget: float) -> int:
         """Read ``reading``'s prompt on from where it stands, while ``budget``
         tokens last; once it is whole, make its jobs' sampling state. Each
         prompt is read alone, in slices at fixed offsets, so its state never
-        depends on what else arrived or on the load. Returns the tokens read."""
+        depends on what else arrived or on the load. Returns the tokens read
+        (a sliding reading's each counted as its W rows)."""
         count = 0
         while reading.done < len(reading.ids) and count < budget:
             if all(job.cancelled for job in reading.jobs):
                 reading.ready = True  # nobody is waiting for it
                 return count
+            if reading.window:
+                self._read_windows(reading)
+                count += reading.window
+                continue
             end = min(reading.done + PROMPT_TOKENS_PER_ROUND, len(reading.ids))
             ids = torch.tensor([reading.ids[reading.done:end]], dtype=torch.long)
             logits, _, reading.state = self.model(ids, reading.state, last_only=True)
@@ -237,6 +273,17 @@ class Batcher:
             reading.ready = True
         return count
 
+    def _read_windows(self, reading: _Reading) -> None:
+        """A sliding reading's next token into all its W windows: the steps
+        WindowStream takes on its prompt, so the state is generate's own."""
+        if reading.state is None:
+            reading.state = empty_windows(self.model, reading.window)
+        token = torch.tensor([reading.ids[reading.done]], dtype=torch.long)
+        hs, cs = reading.state
+        reading.logits, hs, cs = step_windows(self.stepper, hs, cs, token, reading.done, reading.window)
+        reading.state = (hs, cs)
+        reading.done += 1
+
     def _prepare(self, job: Job, vocab_size: int) -> None:
         job.history = History(job.config, vocab_size, 1, job.prompt_ids, self._breakers(job.config))
         job.generator = torch.Generator().manual_seed(job.seed)
@@ -244,7 +291,7 @@ class Batcher:
         job.stop = StopText(job.config)
 
     def _activate_read(self) -> None:
-        """Every stream whose prompt is read joins the batch: one more row per layer."""
+        """Every stream whose prompt is read joins the batch: one more row per layer (W for a sliding one)."""
         with self.lock:
             ready = [r for r in self.reading if r.ready]
             if not ready:
@@ -255,6 +302,7 @@ class Batcher:
             for job in reading.jobs:
                 if job.cancelled or h is None:
                     continue
+                job.position = reading.done
                 self.active.append(job)
                 self._groups = None
                 if self.logits is None:
@@ -335,27 +383,59 @@ class Batcher:
                 "top": {texts[i]: float(v) for v, i in zip(values.tolist(), ids.tolist())}}
 
     def _advance(self, tokens: torch.Tensor) -> None:
-        """One batched step of every active stream, padded with zero rows up
-        to ``min_batch`` so that each row's sums never depend on the load."""
-        n = len(self.active)
+        """One batched step of every active stream's rows, padded with zero
+        rows up to ``min_batch`` so that each row's sums never depend on the
+        load. The head rows of sliding streams are padded likewise: the
+        head is a matrix product too."""
+        streams = len(self.active)
+        tokens, heads = self._window_rows(tokens)
+        n = tokens.size(0)
         pad = self.min_batch - n
         hs, cs = self.hs, self.cs
         if pad > 0:
             tokens = torch.cat([tokens, tokens.new_zeros(pad)])
             hs = [torch.cat([h, h.new_zeros(pad, h.size(1))]) for h in hs]
             cs = [torch.cat([c, c.new_zeros(pad, c.size(1))]) for c in cs]
-        logits, hs, cs = self.stepper.step(tokens, hs, cs)
+        if heads is not None and heads.numel() < self.min_batch:
+            heads = torch.cat([heads, heads.new_zeros(self.min_batch - heads.numel())])
+        logits, hs, cs = self.stepper.step(tokens, hs, cs, head_rows=heads)
         if pad > 0:
-            logits, hs, cs = logits[:n], [h[:n] for h in hs], [c[:n] for c in cs]
-        self.logits, self.hs, self.cs = logits, hs, cs
+            hs, cs = [h[:n] for h in hs], [c[:n] for c in cs]
+        self.logits, self.hs, self.cs = logits[:streams], hs, cs
+
+    def _window_rows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The tokens (R,) for the R rows, and the row (streams,) each stream's
+        logits come from; None when every stream is stateful (one row each).
+        Each sliding stream's freshest window is emptied, to start at this
+        token, and its logits come from its oldest, which has then read the
+        last W tokens (window.step_windows for one stream); its position
+        moves on by the token."""
+        if not any(job.window for job in self.active):
+            return tokens, None
+        fresh, heads, start = [], [], 0
+        for job in self.active:
+            if job.window:
+                slot, oldest = window_slots(job.position, job.window)
+                fresh.append(start + slot)
+                heads.append(start + oldest)
+                job.position += 1
+            else:
+                heads.append(start)
+            start += job.rows
+        fresh_rows = torch.tensor(fresh)
+        for state in self.hs + self.cs:
+            state.index_fill_(0, fresh_rows, 0.0)
+        counts = torch.tensor([job.rows for job in self.active])
+        return tokens.repeat_interleave(counts), torch.tensor(heads)
 
     def _retire(self, keep: list[int]) -> None:
-        index = torch.tensor(keep, dtype=torch.long)
+        starts = list(accumulate((job.rows for job in self.active), initial=0))
         self.active = [self.active[i] for i in keep]
         self._groups = None
         if not keep:
             self.hs, self.cs, self.logits = [], [], None
             return
-        self.hs = [h.index_select(0, index) for h in self.hs]
-        self.cs = [c.index_select(0, index) for c in self.cs]
-        self.logits = self.logits.index_select(0, index)
+        rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in keep])  # each kept stream's rows
+        self.hs = [h.index_select(0, rows) for h in self.hs]
+        self.cs = [c.index_select(0, rows) for c in self.cs]
+        self.logits = self.logits.index_select(0, torch.tensor(keep, dtype=torch.long))

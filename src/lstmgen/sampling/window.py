@@ -8,6 +8,8 @@ steps all of them at once (one batched step of W rows), the window that
 has now read W tokens gives the prediction, and its row starts afresh as
 the newest window. The result is the tutorial's, at one batched step per
 token. Until the text holds W tokens, the oldest window is the whole text.
+The server's Batcher keeps the same windows for each of its sliding streams,
+with the helpers at the end of this file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from ..errors import LstmgenError
 from ..model import LSTMLanguageModel
 from .config import SampleConfig
-from .steps import step_precision, step_weights
+from .steps import StepWeights, step_precision, step_weights
 from .stream import TokenStream
 
 
@@ -36,11 +38,7 @@ class WindowStream(TokenStream):
         self.device = model.head.weight.device
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         n = config.num_samples
-        cfg = model.config
-        # Row slot * n + sample holds window `slot` of each sample.
-        rows = window * n
-        self.hs = [torch.zeros(rows, cfg.hidden_size, device=self.device) for _ in range(cfg.num_layers)]
-        self.cs = [torch.zeros(rows, cfg.hidden_size, device=self.device) for _ in range(cfg.num_layers)]
+        self.hs, self.cs = empty_windows(model, window * n)
         self.position = 0  # tokens read so far (only the last `window` of the prompt matter)
         self.pending: torch.Tensor | None = None
         self.recent = [list(prompt_ids[-config.penalty_window:]) for _ in range(n)]
@@ -62,21 +60,42 @@ class WindowStream(TokenStream):
         self.history = self._history(config)
 
     def _read(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Start a fresh window at this position, step every window with
-        ``tokens`` (N,), and return the logits (N, V) of the window that has
-        now read the last W tokens (or, early on, all of them)."""
-        n = tokens.size(0)
-        fresh = (self.position % self.window) * n
-        for state in self.hs + self.cs:
-            state[fresh:fresh + n].zero_()
-        oldest = ((self.position + 1) % self.window) * n
-        rows = torch.arange(oldest, oldest + n, device=self.device)
-        logits, self.hs, self.cs = self.stepper.step(tokens.repeat(self.window), self.hs, self.cs, head_rows=rows)
+        """Step every window with ``tokens`` (N,); the logits (N, V) of each sample's oldest window."""
+        logits, self.hs, self.cs = step_windows(self.stepper, self.hs, self.cs, tokens, self.position, self.window)
         self.position += 1
-        return logits.float()
+        return logits
 
     def _read_pending(self) -> None:
         """Read the last token handed out once the next one is wanted (a text that stops costs no step)."""
         if self.pending is not None:
             token, self.pending = self.pending, None
             self.logits = self._read(token.to(self.device))
+
+
+def empty_windows(model: LSTMLanguageModel, rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The state of ``rows`` windows that have read nothing: h and c, L × (rows, H)."""
+    cfg, device = model.config, model.head.weight.device
+    return ([torch.zeros(rows, cfg.hidden_size, device=device) for _ in range(cfg.num_layers)],
+            [torch.zeros(rows, cfg.hidden_size, device=device) for _ in range(cfg.num_layers)])
+
+
+def window_slots(position: int, window: int) -> tuple[int, int]:
+    """Once ``position`` tokens are read: the slot whose window starts afresh
+    with the next token, and the slot whose window has then read the last
+    ``window`` tokens (early on, all of them) and so gives the prediction."""
+    return position % window, (position + 1) % window
+
+
+def step_windows(stepper: StepWeights, hs: list[torch.Tensor], cs: list[torch.Tensor], tokens: torch.Tensor,
+                 position: int, window: int) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """One token into every window of N texts: rows slot * N + text hold
+    window ``slot`` of each text (h, c L × (window * N, H)). The fresh slot's
+    rows are emptied in place, every row steps with its text's token from
+    ``tokens`` (N,), and the logits (N, V) are each text's oldest window's."""
+    n = tokens.size(0)
+    fresh, oldest = window_slots(position, window)
+    for state in hs + cs:
+        state[fresh * n:(fresh + 1) * n].zero_()
+    rows = torch.arange(oldest * n, (oldest + 1) * n, device=tokens.device)
+    logits, hs, cs = stepper.step(tokens.repeat(window), hs, cs, head_rows=rows)
+    return logits.float(), hs, cs
