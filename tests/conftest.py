@@ -83,3 +83,17 @@ def start_server(app):
             break
         time.sleep(0.05)
     return srv, thread, port
+
+
+def submit_stream(batcher, model, prompt, config, seed, logprobs=None):
+    """Submit one stream to a Batcher; returns (job, pieces, finish reasons,
+    logprob infos), the lists filling as the stream's events arrive."""
+    pieces, ends, infos = [], [], []
+
+    def emit(piece, reason, info):
+        pieces.append(piece)
+        infos.append(info)
+        if reason:
+            ends.append(reason)
+    ids = model.tokenizer.encode(model.prepare_text(prompt).text).tolist()
+    return batcher.submit(ids, config, seed, emit, logprobs), pieces, ends, infos

@@ -16,7 +16,7 @@ import lstmgen
 from lstmgen.sampling.batcher import Batcher
 from lstmgen.sampling.config import SampleConfig
 
-from conftest import corpus_path, fixture_path, start_server
+from conftest import corpus_path, fixture_path, start_server, submit_stream
 
 pytest.importorskip("h5py", reason="h5py is in the test extra: pip install -e '.[test]'")
 
@@ -37,19 +37,6 @@ def windowed(tmp_path_factory):
     model = lstmgen.load(run)
     assert model.framing == "windows" and model.unscored_tokens == WINDOW
     return model
-
-
-def submit(batcher, model, prompt, config, seed, logprobs=None):
-    """Submit one stream; returns it with its pieces, finish reasons and logprobs as they arrive."""
-    pieces, ends, infos = [], [], []
-
-    def emit(piece, reason, info):
-        pieces.append(piece)
-        infos.append(info)
-        if reason:
-            ends.append(reason)
-    ids = model.tokenizer.encode(model.prepare_text(prompt).text).tolist()
-    return batcher.submit(ids, config, seed, emit, logprobs), pieces, ends, infos
 
 
 def run_all(batcher, rounds=None):
@@ -79,23 +66,23 @@ def test_a_window_model_alone_is_generate_and_the_same_in_a_crowd_bit_for_bit(wi
     stateful = SampleConfig(**dict(config.to_dict(), window_generation="stateful"))
     assert expected != generated(model, prompt, stateful, seed)  # so this test can fail
     alone = Batcher(model, precision="fp32")
-    job, pieces, ends, infos = submit(alone, model, prompt, config, seed, logprobs=2)
+    job, pieces, ends, infos = submit_stream(alone, model, prompt, config, seed, logprobs=2)
     run_all(alone)
     assert "".join(pieces) == expected and ends == ["length"]
 
     # Others of every kind join before and after it and leave at their own lengths: sliding and
     # stateful streams, other settings, its own prompt, one sharing its reading (as n=2 would).
     crowded = Batcher(model, precision="fp32")
-    others = [submit(crowded, model, "the king " + "abcdef"[k] if k % 3 else prompt,
+    others = [submit_stream(crowded, model, "the king " + "abcdef"[k] if k % 3 else prompt,
                      SampleConfig(max_new_tokens=20 + 9 * k, temperature=[0.85, 0.0, 1.2][k % 3],
                                   top_p=0.9 if k % 4 == 0 else None,
                                   window_generation="stateful" if k % 5 == 2 else "auto"), 100 + k)
               for k in range(6)]
     run_all(crowded, rounds=4)
-    job2, pieces2, ends2, infos2 = submit(crowded, model, prompt, config, seed, logprobs=2)
-    twin = submit(crowded, model, prompt, config, 50 + seed)
+    job2, pieces2, ends2, infos2 = submit_stream(crowded, model, prompt, config, seed, logprobs=2)
+    twin = submit_stream(crowded, model, prompt, config, 50 + seed)
     run_all(crowded, rounds=6)
-    later = [submit(crowded, model, "down the " + "abc"[k], SampleConfig(max_new_tokens=15 + 5 * k), 200 + k)
+    later = [submit_stream(crowded, model, "down the " + "abc"[k], SampleConfig(max_new_tokens=15 + 5 * k), 200 + k)
              for k in range(3)]
     run_all(crowded)
     everyone = [*others, twin, *later]
@@ -113,8 +100,8 @@ def test_the_batchers_log_probabilities_are_the_last_windows_read_afresh(windowe
     model = windowed
     batcher = Batcher(model, precision="fp32")
     config = SampleConfig.plain(max_new_tokens=40, temperature=0.9, precision="fp32")
-    job, pieces, _, infos = submit(batcher, model, PROMPTS[1], config, 3, logprobs=0)
-    submit(batcher, model, PROMPTS[0], SampleConfig(max_new_tokens=30), 4)  # company in the batch
+    job, pieces, _, infos = submit_stream(batcher, model, PROMPTS[1], config, 3, logprobs=0)
+    submit_stream(batcher, model, PROMPTS[0], SampleConfig(max_new_tokens=30), 4)  # company in the batch
     run_all(batcher)
     ids = model.tokenizer.encode(PROMPTS[1] + "".join(pieces)).tolist()
     start = len(ids) - len(infos)

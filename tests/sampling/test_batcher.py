@@ -10,18 +10,7 @@ from lstmgen.sampling.batcher import Batcher
 from lstmgen.sampling.config import SampleConfig
 from lstmgen.sampling.steps import row_stable_batch, step_weights
 
-
-def collect(batcher, model, prompt, config, seed, logprobs=None):
-    pieces, ends, infos = [], [], []
-
-    def emit(piece, reason, info):
-        pieces.append(piece)
-        infos.append(info)
-        if reason:
-            ends.append(reason)
-    ids = model.tokenizer.encode(model.prepare_text(prompt).text).tolist()
-    job = batcher.submit(ids, config, seed, emit, logprobs)
-    return job, pieces, ends, infos
+from conftest import submit_stream
 
 
 def run_all(batcher):
@@ -34,7 +23,7 @@ def test_alone_equals_generate_and_equals_itself_in_a_crowd_bit_for_bit():
     config = SampleConfig(max_new_tokens=200, precision="fp32")
     expected = model.generate("Alice was", SampleConfig(max_new_tokens=200, precision="fp32", seed=7))[0]
     alone = Batcher(model, precision="fp32")
-    job, pieces, ends, infos = collect(alone, model, "Alice was", config, 7, logprobs=2)
+    job, pieces, ends, infos = submit_stream(alone, model, "Alice was", config, 7, logprobs=2)
     run_all(alone)
     # generate steps one stream unpadded, the batcher a padded batch: their logits may differ by
     # about 1e-6, which flips no token of this text.
@@ -44,8 +33,8 @@ def test_alone_equals_generate_and_equals_itself_in_a_crowd_bit_for_bit():
     settings = [SampleConfig(max_new_tokens=30 + 7 * i, temperature=[0.85, 0.0, 1.2][i % 3],
                              top_p=0.9 if i % 4 == 0 else None, min_p=0.05 if i % 5 == 0 else None)
                 for i in range(40)]
-    others = [collect(crowded, model, f"The Queen {i}", c, 100 + i) for i, c in enumerate(settings)]
-    job2, pieces2, ends2, infos2 = collect(crowded, model, "Alice was", config, 7, logprobs=2)
+    others = [submit_stream(crowded, model, f"The Queen {i}", c, 100 + i) for i, c in enumerate(settings)]
+    job2, pieces2, ends2, infos2 = submit_stream(crowded, model, "Alice was", config, 7, logprobs=2)
     run_all(crowded)
     assert [o[0].produced for o in others] == [c.max_new_tokens for c in settings]  # each left at its own length
     assert ends2 == ["length"] and "".join(pieces2) == "".join(pieces)
@@ -77,8 +66,8 @@ def test_row_stable_batch_is_where_rows_stop_depending_on_the_batch():
 def test_a_cancelled_stream_leaves_and_n_streams_share_one_reading():
     model = lstmgen.load()
     batcher = Batcher(model, precision="fp32")
-    a, pa, ea, _ = collect(batcher, model, "Alice", SampleConfig(max_new_tokens=500), 1)
-    b, pb, eb, _ = collect(batcher, model, "Alice", SampleConfig(max_new_tokens=20), 2)
+    a, pa, ea, _ = submit_stream(batcher, model, "Alice", SampleConfig(max_new_tokens=500), 1)
+    b, pb, eb, _ = submit_stream(batcher, model, "Alice", SampleConfig(max_new_tokens=20), 2)
     batcher.step()
     assert len(batcher.active) == 2 and not batcher.reading
     batcher.cancel(a)
