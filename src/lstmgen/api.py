@@ -256,16 +256,36 @@ def load(run_dir: str | os.PathLike | None = None, device: str = "cpu") -> Langu
     return LanguageModel(load_checkpoint(path, device=device))
 
 
-def train(corpus_path, out_dir, preset: str = "default", *, force: bool = False, progress: bool = True,
-          log=print, **overrides):
-    """Train on a text file with a preset, overriding any ModelConfig,
-    CorpusConfig or TrainConfig field by name::
+def train(corpus_path, out_dir, preset: str | None = None, *, init_from: str | os.PathLike | None = None,
+          replace_unknown: bool = False, force: bool = False, progress: bool = True, log=print, **overrides):
+    """Train on a text file with a preset (default: "default"), overriding any
+    ModelConfig, CorpusConfig or TrainConfig field by name::
 
         lstmgen.train("alice.txt", "runs/alice", preset="tutorial-small", max_minutes=2)
+
+    ``init_from``: fine-tune instead. The new run starts from the weights of
+    that run directory's best checkpoint and encodes the corpus with its
+    vocabulary; its model shape, text options and training recipe are taken
+    from it, and ``preset`` (its shape must match) or overrides change the
+    recipe. ``replace_unknown``: corpus characters the vocabulary lacks are
+    replaced by known ASCII forms or dropped, instead of refused::
+
+        lstmgen.train("more-alice.txt", "runs/tuned", init_from="runs/tutorial", max_minutes=5)
     """
     from .training.presets import resolve, speed_floor
     from .training.start import train as run_training
 
+    if init_from is not None:
+        from .training.init_from import InitFrom, resolve_fine_tune
+
+        model_options, corpus_config, train_config, point = resolve_fine_tune(
+            InitFrom(init_from, replace_unknown), preset, overrides)
+        return run_training(corpus_path, out_dir, model_options, corpus_config, train_config, force=force,
+                            progress=progress, log=log, init=point)
+    if replace_unknown:
+        raise LstmgenError("--replace-unknown applies with --init-from only; a new model's vocabulary holds "
+                           "every character of its corpus")
+    preset = preset or "default"
     model_options, corpus_config, train_config, tokenizer_config = resolve(preset, **overrides)
     return run_training(corpus_path, out_dir, model_options, corpus_config, train_config,
                         force=force, progress=progress, log=log, tokenizer_config=tokenizer_config,

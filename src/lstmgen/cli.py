@@ -128,8 +128,17 @@ def _add_train(sub) -> None:
                    help="a text file, or a DATA_DIR from lstmgen prepare (not needed with --resume)")
     p.add_argument("--out", metavar="RUN_DIR", help="directory for checkpoints and metrics")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly where it stopped")
-    p.add_argument("--preset", default="default",
-                   help="default (the same as cpu-5min), " + ", ".join(name for name in lstmgen.PRESETS if name != "default"))
+    p.add_argument("--init-from", metavar="RUN_DIR",
+                   help="fine-tune: a new run (--out) that starts from RUN_DIR's best weights and keeps its "
+                        "vocabulary, model shape, text options and training recipe (flags change the recipe); "
+                        "RUN_DIR is only read")
+    p.add_argument("--replace-unknown", action="store_true",
+                   help="with --init-from: replace corpus characters the model's vocabulary lacks by known ASCII "
+                        "forms, or drop them, and say which (default: refuse the corpus, naming them)")
+    p.add_argument("--preset", default=None,
+                   help="default (the same as cpu-5min), " + ", ".join(name for name in lstmgen.PRESETS if name != "default")
+                        + "; with --init-from, the preset's training settings replace RUN_DIR's and its model "
+                          "shape must match RUN_DIR's")
     p.add_argument("--force", action="store_true", help="overwrite a run already in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=_positive_int, metavar="N",
@@ -392,8 +401,10 @@ def cmd_train(args) -> int:
         overrides["checkpoint_every" if unit == "steps" else "checkpoint_minutes"] = value
     if args.resume:
         fixed = sorted("--" + k.replace("_", "-") for k, v in overrides.items() if v is not None and k not in _LIMITS)
-        if fixed or args.preset != "default" or args.force:
-            extra = fixed + (["--preset"] if args.preset != "default" else []) + (["--force"] if args.force else [])
+        given = {"--preset": args.preset is not None, "--force": args.force, "--init-from": args.init_from,
+                 "--replace-unknown": args.replace_unknown}
+        if fixed or any(given.values()):
+            extra = fixed + [flag for flag, value in given.items() if value]
             raise LstmgenError(f"{', '.join(extra)} cannot be given with --resume: a resumed run keeps its settings "
                                "(only --epochs, --max-steps and --max-minutes may be raised)")
         if args.out and Path(args.out) != Path(args.resume):
@@ -404,8 +415,9 @@ def cmd_train(args) -> int:
         raise LstmgenError("give the CORPUS text file to train on (or --resume RUN_DIR to continue a run)")
     if not args.out:
         raise LstmgenError("give --out RUN_DIR, the directory for checkpoints and metrics")
-    lstmgen.train(args.corpus, args.out, preset=args.preset, force=args.force, progress=not args.quiet, log=_note,
-          **overrides)
+    lstmgen.train(args.corpus, args.out, preset=args.preset, init_from=args.init_from,
+                  replace_unknown=args.replace_unknown, force=args.force, progress=not args.quiet, log=_note,
+                  **overrides)
     return 0
 
 

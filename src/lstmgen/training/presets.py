@@ -117,6 +117,13 @@ def resolve(preset: str = "default", **overrides) -> tuple[dict, "CorpusConfig",
     """Preset values with ``overrides`` on top, routed by field name to the
     model, corpus, training or tokenizer config. ``None`` overrides are ignored, so the
     CLI can pass every flag and only the given ones count."""
+    parts = get_preset(preset)
+    parts.setdefault("tokenizer", {})
+    return configs_from_parts(apply_overrides(parts, overrides))
+
+
+def option_owners() -> dict[str, set[str]]:
+    """Which config object owns each option name: model, corpus, train or tokenizer."""
     from dataclasses import fields
 
     from ..text.corpus import CorpusConfig
@@ -124,14 +131,17 @@ def resolve(preset: str = "default", **overrides) -> tuple[dict, "CorpusConfig",
     from ..text.tokenizer import TokenizerConfig
     from .config import TrainConfig
 
-    parts = get_preset(preset)
-    parts.setdefault("tokenizer", {})
-    owners = {
+    return {
         "model": {f.name for f in fields(ModelConfig)} - {"vocab_size"},
         "corpus": {f.name for f in fields(CorpusConfig)},
         "train": {f.name for f in fields(TrainConfig)},
         "tokenizer": {f.name for f in fields(TokenizerConfig)},
     }
+
+
+def apply_overrides(parts: dict[str, dict], overrides: dict) -> dict[str, dict]:
+    """``parts`` with each non-None override put in the part that owns it."""
+    owners = option_owners()
     for key, value in overrides.items():
         if value is None:
             continue
@@ -141,5 +151,13 @@ def resolve(preset: str = "default", **overrides) -> tuple[dict, "CorpusConfig",
                 break
         else:
             raise LstmgenError(f"unknown training option {key!r}")
+    return parts
+
+
+def configs_from_parts(parts: dict[str, dict]) -> tuple[dict, "CorpusConfig", "TrainConfig", "TokenizerConfig"]:
+    from ..text.corpus import CorpusConfig
+    from ..text.tokenizer import TokenizerConfig
+    from .config import TrainConfig
+
     return (parts["model"], CorpusConfig(**parts["corpus"]), TrainConfig(**parts["train"]),
             TokenizerConfig(**parts["tokenizer"]))

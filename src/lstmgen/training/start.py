@@ -24,11 +24,14 @@ from ..text.prepare import is_data_dir
 from ..text.tokenizer import TokenizerConfig, tokenizer_from_dict
 from . import distributed as D
 from .config import TrainConfig, TrainResult
+from .init_from import StartingPoint, describe_start
 from .loop import run, run_data_dir
 from .presets import SpeedFloor
+from .recorder import format_eval
 from .speed import agreed_training_precision, fit_to_speed
 from .state import Position, restore_trainer_state
 from .trainer import Trainer
+from .validation import HeldOut
 
 
 def prepare_run_dir(out: Path, force: bool) -> None:
@@ -65,13 +68,22 @@ def sample_excerpts(text: str, rng: random.Random, count: int = 32, length: int 
 
 
 def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, log,
-                     tokenizer_config: TokenizerConfig):
+                     tokenizer_config: TokenizerConfig, init: StartingPoint | None = None):
+    """The corpus as token ids, with a vocabulary built from it, or with the
+    vocabulary of the model that ``init`` starts from."""
     corpus = read_corpus(corpus_path, corpus_config)
     for note in corpus.notes:
         log(f"lstmgen: {note}")
     text = corpus.text
-    if tokenizer_config.level == "char":
-        tokenizer = tokenizer_config.build(text)
+    if init is not None:
+        text = init.fit_text(text, corpus_path, corpus_config, log)
+
+    def build(part: str):
+        return init.tokenizer if init is not None else tokenizer_config.build(part)
+
+    level = init.tokenizer.level if init is not None else tokenizer_config.level
+    if level == "char":
+        tokenizer = build(text)
         ids = tokenizer.encode(text)
         cut_chars = split_ids(len(ids), config.val_fraction)
         cut = cut_chars
@@ -79,14 +91,15 @@ def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConf
         # Split the text first, so that word and BPE vocabularies are learned
         # from the training part only and every level holds out the same text.
         cut_chars = split_ids(len(text), config.val_fraction)
-        tokenizer = tokenizer_config.build(text[:cut_chars])
+        tokenizer = build(text[:cut_chars])
         train_ids, val_ids = tokenizer.encode(text[:cut_chars]), tokenizer.encode(text[cut_chars:])
         ids = np.concatenate([train_ids, val_ids]).astype(tokenizer.dtype)
         cut = len(train_ids)
     if tokenizer.level == "word":
         unknown = int((ids == 0).sum())
         log(f"lstmgen: word vocabulary of {tokenizer.vocab_size:,} tokens; {unknown:,} of {len(ids):,} tokens "
-            f"({unknown / max(len(ids), 1):.2%}) are <unk> (raise --vocab-size to keep more words)")
+            f"({unknown / max(len(ids), 1):.2%}) are <unk> "
+            + ("(the vocabulary is the --init-from model's)" if init else "(raise --vocab-size to keep more words)"))
     elif tokenizer.level == "bpe":
         log(f"lstmgen: BPE vocabulary of {tokenizer.vocab_size:,} tokens; {len(text) / max(len(ids), 1):.2f} "
             "characters per token")
@@ -124,25 +137,30 @@ def train(
     log=print,
     tokenizer_config: TokenizerConfig | None = None,
     speed_floor: SpeedFloor | None = None,
+    init: StartingPoint | None = None,
 ) -> TrainResult:
     """Train a new model on a text file and write checkpoints to ``out_dir``.
 
     ``model_options`` are ModelConfig fields except vocab_size, which comes
     from the corpus. ``speed_floor``: train its slower settings instead if
-    this machine trains the model slower than its floor.
+    this machine trains the model slower than its floor. ``init``: start
+    from that model's weights and encode the corpus with its tokenizer
+    (``model_options`` must then keep its shape; see init_from.py).
     """
     corpus_config = corpus_config or CorpusConfig()
     config = train_config or TrainConfig(max_minutes=5.0)
     out = Path(out_dir)
     # Check everything that can be checked before touching the disk or the clock.
     ModelConfig(vocab_size=1, **(model_options or {}))
+    if init is not None:
+        init.check_out(out)
     info = D.setup(config.device)
     if not info.is_main:
         log, progress = (lambda *_: None), False
     finished = False
     try:
         result = _train(corpus_path, out, model_options, corpus_config, config, force, progress, log,
-                        tokenizer_config, info, speed_floor)
+                        tokenizer_config, info, speed_floor, init)
         finished = True
         return result
     finally:
@@ -163,7 +181,8 @@ class RunData:
 
 
 def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, config: TrainConfig, force: bool,
-           progress: bool, log, tokenizer_config, info: D.Dist, speed_floor: SpeedFloor | None = None) -> TrainResult:
+           progress: bool, log, tokenizer_config, info: D.Dist, speed_floor: SpeedFloor | None = None,
+           init: StartingPoint | None = None) -> TrainResult:
     prepare_run_dir(out, force)
     D.barrier(info)
     if force and info.is_local_main:
@@ -171,11 +190,11 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
             if (out / stale).exists():
                 shutil.rmtree(out / stale)
     if is_data_dir(corpus_path):
-        data = _use_prepared(corpus_path, corpus_config, config, tokenizer_config)
+        data = _use_prepared(corpus_path, corpus_config, config, tokenizer_config, init)
     elif not info.is_local_main:
         data = _read_peer_token_files(corpus_path, out, corpus_config, info)
     else:
-        data = _write_token_files(corpus_path, out, corpus_config, config, tokenizer_config, info, log)
+        data = _write_token_files(corpus_path, out, corpus_config, config, tokenizer_config, info, log, init)
     split = data.split
     if len(split.train) + len(split.val) < config.seq_len + 1:
         raise LstmgenError(
@@ -191,6 +210,8 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
         model_config, speed_check = fit_to_speed(model_config, speed_floor, config, rows, device, info, log)
     torch.manual_seed(config.seed)
     model = LSTMLanguageModel(model_config).to(device)
+    if init is not None:
+        init.load_weights(model)
     trainer = Trainer(model, config, device, agreed_training_precision(model_config, config, rows, device, info))
     meta_base = {
         "train": config.to_dict(),
@@ -206,6 +227,8 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
         f"{len(split.train):,} for training and {len(split.val):,} held out; "
         f"model {model.num_parameters():,} parameters on {device}"
         + (f", {info.world} processes" if info.enabled else ""))
+    if init is not None:
+        meta_base["init_from"] = _starting_loss(init, model, config, data, log, info)
     if info.is_main:
         (out / "metrics.jsonl").write_text("")
     if info.enabled:
@@ -215,14 +238,18 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
                progress, log, info)
 
 
-def _use_prepared(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, tokenizer_config) -> RunData:
+def _use_prepared(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, tokenizer_config,
+                  init: StartingPoint | None = None) -> RunData:
     """Prepared data is used where it lies, memory-mapped, never copied."""
     data_dir = Path(corpus_path).resolve()
     data_meta = json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
-    if corpus_config != CorpusConfig():
+    # A fine-tuning run's options also hold what it took from its model, so only the given ones count there.
+    corpus_given = init.given & set(CorpusConfig.__dataclass_fields__) if init else corpus_config != CorpusConfig()
+    if corpus_given:
         raise LstmgenError(f"{corpus_path} is prepared data, whose corpus options were fixed by lstmgen prepare; "
                            "drop --lowercase, --ascii, --strip-punctuation, --keep-header and --encoding")
-    if config.val_fraction != TrainConfig.val_fraction and config.val_fraction != data_meta["val_fraction"]:
+    val_given = "val_fraction" in init.given if init else config.val_fraction != TrainConfig.val_fraction
+    if val_given and config.val_fraction != data_meta["val_fraction"]:
         raise LstmgenError(f"{corpus_path} was split by lstmgen prepare --val-fraction "
                            f"{data_meta['val_fraction']}; drop --val-fraction or prepare again")
     data_level = data_meta.get("level", "char")
@@ -233,6 +260,8 @@ def _use_prepared(corpus_path, corpus_config: CorpusConfig, config: TrainConfig,
         raise LstmgenError(f"{corpus_path} was tokenized by lstmgen prepare (level "
                            f"{data_meta.get('level', 'char')}); drop --level and --vocab-size, or prepare again")
     tokenizer = tokenizer_from_dict(data_meta["tokenizer"])
+    if init is not None:
+        init.check_prepared(corpus_path, tokenizer)
     split = load_split(data_dir)
     excerpt_source = tokenizer.decode(split.train[: 1 << 20]) if len(split.train) else ""
     return RunData(data_dir, tokenizer, CorpusConfig.from_dict(data_meta["corpus"]), split,
@@ -252,11 +281,11 @@ def _read_peer_token_files(corpus_path, out: Path, corpus_config: CorpusConfig, 
 
 
 def _write_token_files(corpus_path, out: Path, corpus_config: CorpusConfig, config: TrainConfig, tokenizer_config,
-                       info: D.Dist, log) -> RunData:
+                       info: D.Dist, log, init: StartingPoint | None = None) -> RunData:
     """Read and tokenize the corpus, and write its split into the run's data/."""
     data_dir = out / "data"
     text, tokenizer, ids, cut, cut_chars = _load_corpus_ids(corpus_path, corpus_config, config, log,
-                                                            tokenizer_config or TokenizerConfig())
+                                                            tokenizer_config or TokenizerConfig(), init)
     try:
         split = save_split(data_dir, ids, config.val_fraction,
                            {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size,
@@ -270,6 +299,20 @@ def _write_token_files(corpus_path, out: Path, corpus_config: CorpusConfig, conf
     if info.enabled:
         D.barrier(info)
     return data
+
+
+def _starting_loss(init: StartingPoint, model: LSTMLanguageModel, config: TrainConfig, data: RunData, log,
+                   info: D.Dist) -> dict:
+    """init_from for config.json, with the held-out loss of the starting
+    weights: the figure that fine-tuning has to beat."""
+    record = init.record()
+    log(describe_start(init, model, config))
+    if info.is_main:
+        start = HeldOut(data.split.val, config, data.tokenizer, data.data_dir).evaluate(model)
+        if start is not None:
+            record["start_val_loss_nats"] = round(start.loss_nats, 5)
+            log(f"lstmgen: held-out loss before fine-tuning: {format_eval(start)}")
+    return record
 
 
 def _fit_batch_size(config: TrainConfig, split, log) -> int:
@@ -325,6 +368,8 @@ def _resume(out: Path, checkpoint, meta: dict, config: TrainConfig, trainer: Tra
             progress: bool, log, info: D.Dist) -> TrainResult:
     split = load_split(run_data_dir(out, meta))
     meta_base = {k: meta[k] for k in ("effective_batch_size", "source", "corpus_chars", "prompt_excerpts")}
+    if "init_from" in meta:
+        meta_base["init_from"] = meta["init_from"]
     meta_base["data_dir"] = meta.get("data_dir", "data")
     meta_base["train"] = config.to_dict()
     # Metric rows written after this checkpoint belong to the lost part of the run.
