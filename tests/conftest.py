@@ -95,5 +95,5 @@ def submit_stream(batcher, model, prompt, config, seed, logprobs=None):
         infos.append(info)
         if reason:
             ends.append(reason)
-    ids = model.tokenizer.encode(model.prepare_text(prompt).text).tolist()
+    ids = model.prompt_ids(model.prepare_text(prompt).text)
     return batcher.submit(ids, config, seed, emit, logprobs), pieces, ends, infos

@@ -41,6 +41,7 @@ def scratch(tmp_path_factory):
     (d / "folder").mkdir()
     (d / "model.pt").write_bytes(b"\x80\x04pickle")
     (d / "model.h5").write_bytes(b"\x89HDF\r\n")
+    (d / "long-line.txt").write_text("short\n" + "x" * 5000 + "\nshort again\n")
     (d / "export-held").mkdir()
     (d / "export-held" / "step.onnx").write_bytes(b"")
     alice = corpus_path("alice-gutenberg-11-utf8.txt")

@@ -15,15 +15,16 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import LstmgenError
-from .evaluate import EvalResult, evaluate_stream, evaluate_windows
+from .evaluate import EvalResult, evaluate_items, evaluate_stream, evaluate_windows
 from .sampling.config import SampleConfig, fresh_seed
 from .sampling.copying import TrainingText
 from .sampling.stops import StopText
 from .sampling.stream import TokenStream
 from .sampling.window import WindowStream
-from .text.batches import load_split
+from .text.batches import item_ends, load_split
+from .text.items import ITEM_SPLITTERS
 from .text.corpus import normalize_text, read_corpus
-from .text.tokenizer import UnknownReport
+from .text.tokenizer import ItemTokenizer, UnknownReport
 
 BUNDLED_DIR = Path(__file__).parent / "bundled" / "alice"
 
@@ -60,7 +61,20 @@ class LanguageModel:
         known, report = self.tokenizer.make_known(text)
         return Prepared(known, report)
 
+    @property
+    def items(self) -> bool:
+        """An item model (lines or sentences): every text starts fresh and ends on its own."""
+        return isinstance(self.tokenizer, ItemTokenizer)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """The ids the model reads before its first new token: the text's, and
+        for an item model its start token first (the text is the item's beginning)."""
+        ids = self.tokenizer.encode(text).tolist()
+        return [self.tokenizer.end_id] + ids if self.items else ids
+
     def random_prompt(self, seed: int) -> str:
+        if self.items:  # an item starts from nothing
+            return ""
         excerpts = self.checkpoint.meta.get("prompt_excerpts") or []
         if not excerpts:
             return "\n" if "\n" in self.tokenizer.index else self.tokenizer.chars[0]
@@ -81,7 +95,7 @@ class LanguageModel:
         prepared = self.prepare_text(prompt)
         if prepared.unknown and warn is not None:
             warn(prepared.unknown.describe())
-        ids = self.tokenizer.encode(prepared.text).tolist()
+        ids = self.prompt_ids(prepared.text)
         breakers = self.breakers(config.dry_sequence_breakers) if config.dry_multiplier > 0 else None
         if self.framing == "windows" and config.window_generation != "stateful":
             tokens = WindowStream(self.model, ids, config, seed, self.unscored_tokens, breakers)
@@ -121,12 +135,17 @@ class LanguageModel:
     @property
     def unscored_tokens(self) -> int:
         """Tokens at the start of a text that are context only, never predicted."""
-        return int(self.train_config.get("seq_len", 100)) if self.framing == "windows" else 1
+        if self.framing == "windows":
+            return int(self.train_config.get("seq_len", 100))
+        return 0 if self.items else 1  # an item's start token is its end token, not text
 
     def evaluate_ids(self, ids: np.ndarray, chars: int | None = None) -> EvalResult:
         """Loss on token ids; ``chars``, the characters the scored tokens
-        cover, makes bits per character exact for word and BPE models."""
-        if self.framing == "windows":
+        cover, makes bits per character exact for word and BPE models. An
+        item model's ids are items between end tokens (``encode_items``)."""
+        if self.items:
+            result = evaluate_items(self.model, ids, item_ends(ids, self.tokenizer.end_id))
+        elif self.framing == "windows":
             result = evaluate_windows(self.model, ids, self.unscored_tokens)
         else:
             result = evaluate_stream(self.model, ids)
@@ -139,6 +158,9 @@ class LanguageModel:
         return self._evaluate_text(prepared.text)
 
     def _evaluate_text(self, text: str) -> EvalResult:
+        if self.items:  # cut as the training text was; each end token counts as one character
+            items = self.items_of(text)
+            return self.evaluate_ids(self.tokenizer.encode_items(items), sum(len(item) + 1 for item in items))
         chars = self.tokenizer.chars_after(text, self.unscored_tokens)
         return self.evaluate_ids(self.tokenizer.encode(text), chars)
 
@@ -154,6 +176,19 @@ class LanguageModel:
         """Loss on the run's own held-out split (``RUN_DIR/data/val.bin``)."""
         data_dir, val = self._validation_ids("give a TEXT_FILE to evaluate on")
         return self.evaluate_ids(val, validation_chars(data_dir, self.tokenizer, val, self.unscored_tokens))
+
+    def items_of(self, text: str) -> list[str]:
+        """An item model's items in ``text``, cut as its training text was."""
+        if not self.items:
+            raise LstmgenError(f"{self.path} is not an item model (--framing lines or sentences)")
+        return ITEM_SPLITTERS[self.framing](text)
+
+    def split_items(self, which: str = "val") -> list[str]:
+        """An item model's own held-out (or training) items, as text."""
+        data_dir, _ = self._validation_ids("give a text file of items")
+        split = load_split(data_dir)
+        ids, ends = (split.val, split.val_ends) if which == "val" else (split.train, split.train_ends)
+        return [self.tokenizer.decode(ids[a + 1:b]) for a, b in zip(ends[:-1], ends[1:])]
 
     def held_out_text(self, max_chars: int | None = None) -> str:
         """The run's own held-out text (at most ``max_chars`` characters from its start)."""
@@ -204,6 +239,10 @@ class Generation:
         n = tokens.config.num_samples
         self.decoders = [model.tokenizer.stream_decoder() for _ in range(n)]
         self.stops: list[StopText] = []
+        self.end_id = model.tokenizer.end_id if model.items else None
+        """An item model's end token: a sample that draws it is finished."""
+        self.ended = [False] * n
+        """Item models: which samples reached their end token in the last ``pieces``."""
 
     @property
     def config(self) -> SampleConfig:
@@ -226,10 +265,15 @@ class Generation:
         ends a character cut in the middle (a BPE token may hold part of one)
         as U+FFFD; with False it waits for the next call to finish it."""
         self.stops = [StopText(self.config) for _ in self.decoders]
+        self.ended = [False] * len(self.decoders)
         stops, decoders = self.stops, self.decoders
         for tokens in self.tokens.tokens(max_new_tokens):
             # One tolist() instead of a tensor-to-int conversion per sample: 64 of those cost 5% of a step.
-            yield [s.push(d.push(t)) for s, d, t in zip(stops, decoders, tokens.tolist())]
+            ids = tokens.tolist()
+            pieces = [s.push(d.push(t)) for s, d, t in zip(stops, decoders, ids)]
+            if self.end_id is not None:
+                pieces = self._end_items(ids, pieces)
+            yield pieces
             if all(s.done for s in stops):
                 return
         # Text held back as a possible stop string's start is shown now.
@@ -237,6 +281,17 @@ class Generation:
                 for s, d in zip(stops, decoders)]
         if any(tail):
             yield tail
+
+
+    def _end_items(self, ids: list[int], pieces: list[str]) -> list[str]:
+        """Samples whose token is the end token are finished: what their stop
+        check held back is shown, and nothing more is added to them."""
+        for i, token in enumerate(ids):
+            stop = self.stops[i]
+            if token == self.end_id and not stop.done:
+                pieces[i] += stop.push(self.decoders[i].flush()) + stop.flush()
+                stop.done = self.ended[i] = True
+        return pieces
 
 
 def validation_chars(data_dir: Path, tokenizer, val_ids: np.ndarray, skip: int) -> int | None:

@@ -15,7 +15,8 @@ import lstmgen
 
 HELP = """\
 Type a seed and press Enter: the model continues it. Ctrl-C stops the text, Ctrl-D quits.
-  /continue [N]       go on from where the text stopped (N tokens; default max_new_tokens)
+An item model (names, titles, sentences) writes one item and stops at its end; Enter alone starts one from nothing.
+  /continue [N]       go on from where the text stopped (N tokens; default max_new_tokens; the next item)
   /set NAME VALUE     change a sampling setting, e.g. /set temperature 0.5 (also NAME=VALUE)
   /show               the settings; * marks those changed from the start
   /reset              forget the text and go back to the starting settings
@@ -41,7 +42,7 @@ class Chat:
         """Act on one line; False when the chat should end."""
         stripped = line.strip()
         if not stripped.startswith("/"):
-            if stripped:
+            if stripped or self.model.items:  # an item model starts an item from nothing on an empty line
                 self.seed(line)
             return True
         command, _, rest = stripped[1:].partition(" ")
@@ -74,6 +75,9 @@ class Chat:
     def go_on(self, rest: str) -> None:
         if self.text is None:
             raise lstmgen.LstmgenError("nothing to continue yet: type a seed first")
+        if self.model.items and all(self.text.ended):  # an item that ended is whole: the next starts fresh
+            self.seed("")
+            return
         count = None
         if rest:
             if not rest.isdigit() or int(rest) < 1:

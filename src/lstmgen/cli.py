@@ -159,7 +159,12 @@ def _add_train(sub) -> None:
     g.add_argument("--level", choices=["char", "word", "bpe"], help="tokens to model (default char)")
     g.add_argument("--vocab-size", type=_positive_int, help="word: most frequent tokens kept; bpe: merges learned")
     g = p.add_argument_group("training (override the preset)")
-    g.add_argument("--framing", choices=["stream", "windows"])
+    g.add_argument("--framing", choices=["stream", "windows", "lines", "sentences"],
+                   help="stream: running text (default); windows: the tutorial's 100-character windows; lines or "
+                        "sentences: every non-empty line, or every sentence, is an item read from a fresh state "
+                        "and ended by an end-of-item token (names, titles, sentences)")
+    g.add_argument("--max-item-tokens", type=_positive_int, metavar="N",
+                   help="lines, sentences: refuse an item longer than this (default 4096)")
     g.add_argument("--epochs", type=_positive_int)
     g.add_argument("--max-minutes", type=_number)
     g.add_argument("--max-steps", type=_positive_int)
@@ -226,8 +231,9 @@ def _add_samples_report(sub) -> None:
                    help="'default', 'plain' (every filter and anti-loop processor off), and sampling options "
                         "as NAME=VALUE[,NAME=VALUE] on top of the defaults or of 'plain' when it comes first "
                         "(default: plain,temperature=0 plain,temperature=0.8 default)")
-    p.add_argument("--samples", type=_positive_int, default=20, help="texts per setting (default 20)")
-    p.add_argument("--length", type=_positive_int, default=2000, help="characters per text (default 2000)")
+    p.add_argument("--samples", type=_positive_int, default=20, help="texts (item models: items) per setting (default 20)")
+    p.add_argument("--length", type=_positive_int, default=2000,
+                   help="characters per text (default 2000); item models: the most tokens an item may take")
     p.add_argument("--held-out", metavar="TEXT_FILE",
                    help="held-out text to compare with: its last SAMPLES × LENGTH characters "
                         "(default: the run's own validation split)")
@@ -327,7 +333,7 @@ def cmd_corpus(args) -> int:
 _LIMITS = ("epochs", "max_steps", "max_minutes")
 _TRAIN_OPTIONS = (
     "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim", "embedding_dropout", "locked_dropout",
-    "weight_dropout", "tie_weights", "framing", "batch_size", "seq_len", "lr",
+    "weight_dropout", "tie_weights", "framing", "max_item_tokens", "batch_size", "seq_len", "lr",
     "lr_schedule", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "seed", "device", "precision",
     "stop_at_loss", "weight_decay", "patience", "plateau_patience", "plateau_factor", "encoding", "keep_header",
     "lowercase", "ascii", "strip_punctuation", "level", "vocab_size")
@@ -442,7 +448,8 @@ def cmd_generate(args) -> int:
     prompt = _read_prompt(args)
     if prompt is None:
         prompt = model.random_prompt(config.seed)
-        _note("lstmgen: seed text is a random excerpt of the training text (give --prompt to choose one)")
+        if not model.items:
+            _note("lstmgen: seed text is a random excerpt of the training text (give --prompt to choose one)")
     shown = model.prepare_text(prompt).text
     out = sys.stdout
     interactive = out.isatty()
@@ -465,6 +472,10 @@ def cmd_generate(args) -> int:
             for step in stream:
                 for i, piece in enumerate(step):
                     samples[i].append(piece)
+            if model.items:  # one item per line: names, titles, sentences
+                out.writelines(("" if args.no_echo else shown) + "".join(p).replace("\n", " ") + "\n"
+                               for p in samples)
+                return 0
             for i, pieces in enumerate(samples):
                 out.write(f"--- sample {i + 1} of {config.num_samples} ---\n")
                 out.write(("" if args.no_echo else shown) + "".join(pieces) + "\n")
@@ -581,6 +592,8 @@ def cmd_evaluate(args) -> int:
 def cmd_samples_report(args) -> int:
     model = lstmgen.load(args.run_dir)
     settings = {text: lstmgen.parse_setting(text, lstmgen.SampleConfig()) for text in args.compare}
+    if model.items:
+        return _items_report(model, settings, args)
     if args.held_out:
         text = lstmgen.read_corpus(args.held_out, model.corpus_config).text
         held_out = text[-args.samples * args.length:]
@@ -602,6 +615,28 @@ def cmd_samples_report(args) -> int:
               *(f"{r[f'distinct_{n}']:.3f}" for n in (1, 2, 3, 4)), f"{r['seq_rep_4']:.3f}",
               *([str(r["longest_copy_chars"]), f"{r['copied_20grams']:.1%}"] if training else []),
               f"{r['loss_nats']:.3f}"] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in [header] + cells:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
+    return 0
+
+
+def _items_report(model, settings, args) -> int:
+    """samples-report for an item model: one item per sample, --length its token limit."""
+    held_out = model.items_of(lstmgen.read_corpus(args.held_out, model.corpus_config).text) if args.held_out else None
+    training = model.items_of(lstmgen.read_corpus(args.train_text, model.corpus_config).text) \
+        if args.train_text else None
+    rows = lstmgen.items_report(model, settings, args.samples, args.length, seed=args.seed, held_out=held_out,
+                                training=training)
+    if args.json:
+        print(json.dumps({"rows": rows}, indent=2))
+        return 0
+    print(f"{args.samples} items per setting, each at most {args.length:,} tokens; 'new' is the share not found "
+          "verbatim among the training items; lengths in characters")
+    header = ["setting", "items", "no end", "new", "distinct", "mean", "p10", "median", "p90", "nats/item"]
+    cells = [[r["setting"], str(r["items"]), f"{r['unfinished_share']:.1%}", f"{1 - r['in_training_share']:.1%}",
+              f"{r['distinct_share']:.1%}", f"{r['mean_chars']:.1f}", f"{r['p10_chars']:.0f}",
+              f"{r['median_chars']:.0f}", f"{r['p90_chars']:.0f}", f"{r['nats_per_item']:.2f}"] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     for line in [header] + cells:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))

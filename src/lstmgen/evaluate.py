@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .errors import LstmgenError
 from .model import LSTMLanguageModel
+from .text.batches import IGNORE, item_rows
 
 
 # Logits are (rows, time, vocab) floats; keep one chunk of them under ~64 MB
@@ -30,20 +31,28 @@ class EvalResult:
     """Tokens whose prediction was scored."""
     chars: int
     """Characters those tokens cover."""
+    items: int | None = None
+    """Item models: the items scored (each token, end token included, once)."""
+    nats_per_item: float | None = None
+    """Item models: the loss of a whole item, its end token included."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.items is None:
+            del out["items"], out["nats_per_item"]
+        return out
 
     def with_chars(self, chars: int) -> "EvalResult":
         """The same result with bits per character over ``chars`` characters
         (for word and BPE tokens, which cover several characters each)."""
         total_nats = self.loss_nats * self.tokens
         return EvalResult(self.loss_nats, total_nats / max(chars, 1) / math.log(2), self.perplexity, self.tokens,
-                          chars)
+                          chars, self.items, self.nats_per_item)
 
     def line(self) -> str:
+        per_item = f" · {self.nats_per_item:.3f} nats/item over {self.items:,} items" if self.items else ""
         return (f"loss {self.loss_nats:.4f} nats/token · {self.bits_per_char:.4f} bits/char · "
-                f"perplexity {self.perplexity:.3f} · {self.tokens:,} tokens")
+                f"perplexity {self.perplexity:.3f} · {self.tokens:,} tokens" + per_item)
 
 
 def make_result(total_nats: float, tokens: int, chars: int) -> EvalResult:
@@ -122,3 +131,33 @@ def evaluate_windows(model: LSTMLanguageModel, ids: np.ndarray, window: int, bat
         logits, _, _ = model(chunk[:, :-1], None, last_only=True)  # (B, V)
         total += float(F.cross_entropy(logits.float(), chunk[:, -1], reduction="sum"))
     return make_result(total, count, count)
+
+
+@torch.inference_mode()
+def evaluate_items(model: LSTMLanguageModel, ids: np.ndarray, ends: np.ndarray, tokens_per_batch: int = 65_536
+                   ) -> EvalResult:
+    """Item models: every item from a fresh state, each of its tokens and its
+    end token scored once. Items are read in batches of similar lengths (see
+    text.batches.item_rows); padding is not scored."""
+    model.eval()
+    device = model.head.weight.device
+    count = len(ends) - 1
+    if count < 1:
+        return make_result(0.0, 0, 0)
+    lengths = np.diff(ends)
+    order = np.argsort(lengths, kind="stable")  # shortest first: a batch's last item is its widest
+    budget = max(1, min(tokens_per_batch, _LOGIT_BUDGET // model.config.vocab_size))
+    total, tokens, a = 0.0, 0, 0
+    while a < count:
+        rows = 1
+        while a + rows < count and (rows + 1) * int(lengths[order[a + rows]]) <= budget:
+            rows += 1
+        x, y = item_rows(ids, ends, order[a:a + rows])
+        logits, _, _ = model(torch.from_numpy(x).to(device), None)
+        total += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                       torch.from_numpy(y).to(device).reshape(-1), reduction="sum",
+                                       ignore_index=IGNORE))
+        tokens += int((y != IGNORE).sum())
+        a += rows
+    result = make_result(total, tokens, tokens)
+    return EvalResult(result.loss_nats, result.bits_per_char, result.perplexity, tokens, tokens, count, total / count)

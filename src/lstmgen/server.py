@@ -179,8 +179,8 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
         if busy + body.n > max_streams + max_queue:
             return _error(429, f"the server is busy ({busy} streams running or waiting); retry in a second", None,
                           "rate_limit_error", headers={"Retry-After": "1"})
-        prepared = slot.model.prepare_text(prompt or "\n")
-        ids = slot.model.tokenizer.encode(prepared.text).tolist()
+        prepared = slot.model.prepare_text(prompt or ("" if slot.model.items else "\n"))
+        ids = slot.model.prompt_ids(prepared.text)
         if not ids:
             raise OpenAIError(400, "the prompt is empty after removing characters the model does not know", "prompt")
         queues, jobs = _submit(slot, ids, config, body.n, body.logprobs)

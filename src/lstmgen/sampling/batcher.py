@@ -125,6 +125,8 @@ class Batcher:
         self.stepper = step_weights(self.model, precision)
         # As LanguageModel.start: a window-trained model slides its windows unless a request asks for 'stateful'.
         self.window = language_model.unscored_tokens if language_model.framing == "windows" else 0
+        self.end_id = language_model.tokenizer.end_id if language_model.items else None
+        """An item model's end token, which finishes a stream with 'stop'."""
         self.max_streams = max_streams
         self.deliver = deliver or self.emit_each
         self.min_batch = row_stable_batch(self.stepper, self.model.config.vocab_size, max_streams)
@@ -366,7 +368,11 @@ class Batcher:
         """The job's (job, piece, finish_reason, logprobs) for this token."""
         job.produced += 1
         info = self._logprobs(self.logits[row], token, job.logprobs) if job.logprobs is not None else None
-        piece = job.stop.push(job.decoder.push(token))
+        if token == self.end_id:  # an item model's item is complete: 'stop', as at a stop string
+            piece = job.stop.push(job.decoder.flush()) + job.stop.flush()
+            job.stop.done = True
+        else:
+            piece = job.stop.push(job.decoder.push(token))
         if job.stop.done:
             job.finish_reason = "stop"
         elif job.produced >= job.config.max_new_tokens:

@@ -69,10 +69,13 @@ def read_chunks(path: Path, dtype: np.dtype, start: int, stop: int, chunk: int =
 
 @dataclass
 class TokenSplit:
-    """Train and validation ids, both memory-mapped."""
+    """Train and validation ids, both memory-mapped; for item data also the
+    positions of their end tokens (the item index, ``*.items.bin``)."""
 
     train: np.ndarray
     val: np.ndarray
+    train_ends: np.ndarray | None = None
+    val_ends: np.ndarray | None = None
 
 
 def split_ids(num_tokens: int, val_fraction: float) -> int:
@@ -94,6 +97,9 @@ def save_split(directory: Path, ids: np.ndarray, val_fraction: float, meta: dict
         cut = split_ids(len(ids), val_fraction)
     write_tokens(directory / "train.bin", ids[:cut])
     write_tokens(directory / "val.bin", ids[cut:])
+    if "end_id" in meta:  # item data: the item index beside each token file
+        write_item_index(directory, "train", ids[:cut], meta["end_id"])
+        write_item_index(directory, "val", ids[cut:], meta["end_id"])
     meta = dict(meta, dtype=ids.dtype.name, train_tokens=int(cut), val_tokens=int(len(ids) - cut),
                 val_fraction=val_fraction)
     tmp = directory / "meta.json.tmp"
@@ -105,7 +111,16 @@ def save_split(directory: Path, ids: np.ndarray, val_fraction: float, meta: dict
 def load_split(directory: Path) -> TokenSplit:
     meta = json.loads((directory / "meta.json").read_text())
     dtype = np.dtype(meta["dtype"])
-    return TokenSplit(open_tokens(directory / "train.bin", dtype), open_tokens(directory / "val.bin", dtype))
+    split = TokenSplit(open_tokens(directory / "train.bin", dtype), open_tokens(directory / "val.bin", dtype))
+    if "end_id" in meta:
+        split.train_ends = open_tokens(directory / "train.items.bin", np.dtype(np.int64))
+        split.val_ends = open_tokens(directory / "val.items.bin", np.dtype(np.int64))
+    return split
+
+
+def write_item_index(directory: Path, part: str, ids: np.ndarray, end_id: int) -> None:
+    """``PART.items.bin``: the positions of the end tokens in ``PART.bin``, as int64."""
+    write_tokens(directory / f"{part}.items.bin", item_ends(ids, end_id))
 
 
 # ---------------------------------------------------------------------------
@@ -198,3 +213,108 @@ class WindowBatches:
     def __iter__(self):
         for step in range(self.steps):
             yield self.batch(step)
+
+
+# ---------------------------------------------------------------------------
+# Item batches: names, lines, sentences, each from a fresh state.
+#
+# The token file holds  <end> a b c <end> d e <end> f g h i <end>, so item k
+# reads ids[ends[k]:ends[k+1]] (its start token, then its tokens) and predicts
+# ids[ends[k]+1:ends[k+1]+1] (its tokens, then its end token). A batch is a
+# few rows of items of similar length, padded at the end: an LSTM reads left
+# to right, so the padding after an item cannot change what came before it,
+# and its targets are IGNORE, so it adds nothing to the loss either.
+# ---------------------------------------------------------------------------
+
+IGNORE = -100
+"""Target of a padded position: F.cross_entropy's default ignore_index."""
+_BUCKET_BATCHES = 50
+"""Items are sorted by length within groups of about this many batches:
+wide enough that rows of one batch are nearly equal in length, narrow
+enough that the order stays random."""
+
+
+def item_ends(ids: np.ndarray, end_id: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Positions of the end tokens of a token file (int64), read in chunks so
+    that a memory-mapped file is never resident at once."""
+    found = [np.flatnonzero(np.asarray(ids[a:a + chunk]) == end_id) + a for a in range(0, len(ids), chunk)]
+    return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+
+
+class ItemBatches:
+    """One epoch of items, batched by length. A batch holds about
+    ``tokens_per_batch`` tokens counting its padding, in a number of rows
+    that is a multiple of ``row_multiple`` (one share per DDP process).
+
+    Yields (inputs (R, T), targets (R, T)), targets IGNORE where padded.
+    """
+
+    def __init__(self, ids: np.ndarray, ends: np.ndarray, tokens_per_batch: int, rng: np.random.Generator,
+                 row_multiple: int = 1):
+        self.ids, self.ends = ids, ends
+        self.lengths = np.diff(ends)  # tokens read per item: its start token and its own tokens
+        if len(self.lengths) < row_multiple:
+            raise LstmgenError(f"the training text has {len(self.lengths):,} items, fewer than the "
+                               f"{row_multiple} processes; give more text")
+        self.batches = _bucket(self.lengths, tokens_per_batch, rng, row_multiple)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def padding_share(self) -> float:
+        """Padded positions over all positions, for the whole epoch."""
+        real = sum(int(self.lengths[b].sum()) for b in self.batches)
+        total = sum(len(b) * int(self.lengths[b].max()) for b in self.batches)
+        return 1.0 - real / max(total, 1)
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return item_rows(self.ids, self.ends, self.batches[step])
+
+    def __iter__(self):
+        for step in range(len(self)):
+            yield self.batch(step)
+
+
+def item_rows(ids: np.ndarray, ends: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``items``: inputs padded with the end token, targets with IGNORE."""
+    starts, stops = ends[items], ends[items + 1]
+    width = int((stops - starts).max())
+    index = np.minimum(starts[:, None] + np.arange(width + 1), stops[:, None])  # (R, T+1), clipped at each end
+    chunk = np.asarray(ids[index], dtype=np.int64)
+    x, y = chunk[:, :-1], chunk[:, 1:].copy()
+    y[np.arange(width)[None, :] >= (stops - starts)[:, None]] = IGNORE
+    return x, y
+
+
+def _bucket(lengths: np.ndarray, tokens_per_batch: int, rng: np.random.Generator, row_multiple: int) -> list:
+    """Shuffle the items, sort each group of about _BUCKET_BATCHES batches by
+    length, fill batches up to the token budget, and shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    mean = max(float(lengths.mean()), 1.0)
+    group = max(int(_BUCKET_BATCHES * tokens_per_batch / mean), row_multiple)
+    batches, carry = [], order[:0]
+    for a in range(0, len(order), group):
+        part = np.concatenate([carry, order[a:a + group]])
+        part = part[np.argsort(lengths[part], kind="stable")]
+        filled, carry = _fill(part, lengths, tokens_per_batch, row_multiple)
+        batches += filled
+    if len(carry) and batches:  # fewer left than the processes: they replace items of the last batch
+        batches[-1] = np.concatenate([batches[-1], carry])[-len(batches[-1]):]
+    rng.shuffle(batches)
+    return batches
+
+
+def _fill(part: np.ndarray, lengths: np.ndarray, tokens_per_batch: int, row_multiple: int):
+    """Cut items sorted by length into batches of at most ``tokens_per_batch``
+    padded tokens (at least ``row_multiple`` rows, however long the items).
+    Returns the batches and the items left over (fewer than ``row_multiple``)."""
+    batches, start = [], 0
+    while len(part) - start >= row_multiple:
+        rows = row_multiple
+        while start + rows + row_multiple <= len(part) and \
+                (rows + row_multiple) * int(lengths[part[start + rows + row_multiple - 1]]) <= tokens_per_batch:
+            rows += row_multiple
+        batches.append(part[start:start + rows])
+        start += rows
+    return batches, part[start:]

@@ -191,6 +191,20 @@ class TokenizerConfig:
             return WordTokenizer.from_text(text, self.vocab_size or 10_000)
         return BPETokenizer.from_text(text, self.vocab_size or 2_000)
 
+    def build_items(self, items: list[str]) -> "ItemTokenizer":
+        """The vocabulary of ``items`` and the end-of-item token. Learned from
+        the items alone: no separator between them may enter the vocabulary,
+        or the model could write one inside an item."""
+        if self.level == "char":
+            return ItemTokenizer(CharTokenizer.from_text("".join(items)))
+        if self.level == "word":
+            counts = Counter()
+            for item in items:
+                counts.update(WordTokenizer.PATTERN.findall(item))
+            return ItemTokenizer(WordTokenizer.from_counts(counts, self.vocab_size or 10_000))
+        batches = (items[i:i + 1000] for i in range(0, len(items), 1000))
+        return ItemTokenizer(BPETokenizer.from_batches(batches, self.vocab_size or 2_000))
+
 
 class _PlainStreamDecoder:
     def __init__(self, pieces: list[str]):
@@ -368,8 +382,89 @@ class BPETokenizer(_IdsFitVocabulary):
         return {"level": self.level, "tokenizer": json.loads(self.hf.to_str())}
 
 
+class _ItemStreamDecoder:
+    """The base level's stream decoder; the end-of-item token adds no text."""
+
+    def __init__(self, base, end_id: int):
+        self.base, self.end_id = base, end_id
+
+    def push(self, token_id: int) -> str:
+        return "" if token_id == self.end_id else self.base.push(token_id)
+
+    def flush(self) -> str:
+        return self.base.flush()
+
+
+class ItemTokenizer:
+    """The tokenizer of an item model (``--framing lines`` or ``sentences``):
+    the base level's tokens and one more, the end-of-item token, as the last id.
+
+    The end token is also every item's first input, read from a fresh state
+    (as makemore's '.' is), so one token teaches the model both how items
+    begin and where they end. No text ever encodes to it, and it decodes to
+    nothing: items are told apart by where they stop, not by a character.
+    """
+
+    END = "<end>"
+
+    def __init__(self, base):
+        self.base = base
+
+    @property
+    def level(self) -> str:
+        return self.base.level
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + 1
+
+    @property
+    def end_id(self) -> int:
+        return self.base.vocab_size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return id_dtype(self.vocab_size)
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.base.encode(text).astype(self.dtype)
+
+    def encode_items(self, items) -> np.ndarray:
+        """``<end> item <end> item ... <end>``: each item between two end
+        tokens, the first its start, the second its end."""
+        end = np.array([self.end_id], dtype=self.dtype)
+        parts = [end]
+        for item in items:
+            parts += [self.encode(item), end]
+        return np.concatenate(parts)
+
+    def decode(self, ids) -> str:
+        end = self.end_id
+        return self.base.decode([int(i) for i in ids if int(i) != end])
+
+    def stream_decoder(self) -> _ItemStreamDecoder:
+        return _ItemStreamDecoder(self.base.stream_decoder(), self.end_id)
+
+    def make_known(self, text: str):
+        return self.base.make_known(text)
+
+    def chars_after(self, text: str, skip: int) -> int:
+        return self.base.chars_after(text, skip)
+
+    def __getattr__(self, name: str):
+        # The base level's own vocabulary views (chars, index, tokens, hf).
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def to_dict(self) -> dict:
+        return dict(self.base.to_dict(), end_of_item=self.END)
+
+
 def tokenizer_from_dict(data: dict):
     """Load any level's tokenizer from its tokenizer.json contents."""
+    if isinstance(data, dict) and data.get("end_of_item") == ItemTokenizer.END:
+        return ItemTokenizer(tokenizer_from_dict({k: v for k, v in data.items() if k != "end_of_item"}))
     level = data.get("level") if isinstance(data, dict) else None
     if level == "char":
         return CharTokenizer.from_dict(data)

@@ -13,7 +13,8 @@ from ..errors import LstmgenError
 if TYPE_CHECKING:
     from ..evaluate import EvalResult
 
-FRAMINGS = ("stream", "windows")
+FRAMINGS = ("stream", "windows", "lines", "sentences")
+ITEM_FRAMINGS = ("lines", "sentences")
 SCHEDULES = ("constant", "cosine", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -24,11 +25,17 @@ class TrainConfig:
 
     framing: str = "stream"
     """'stream': contiguous columns with truncated BPTT and a loss at every
-    position. 'windows': the tutorial's one target per --seq-len window."""
+    position. 'windows': the tutorial's one target per --seq-len window.
+    'lines' or 'sentences': every non-empty line, or every sentence, is an
+    item, read from a fresh state and ended by an end-of-item token."""
     batch_size: int = 16
-    """Stream columns (or windows) per step."""
+    """Stream columns (or windows) per step; for items, a step holds about
+    batch_size × seq_len tokens, in as many rows as fit."""
     seq_len: int = 128
     """BPTT length for 'stream'; the window length for 'windows'."""
+    max_item_tokens: int = 4096
+    """Item framings: refuse a corpus with an item longer than this many
+    tokens (a file without line ends read as lines, say)."""
     epochs: int | None = None
     """Passes over the training text (None: until another limit stops it)."""
     max_steps: int | None = None
@@ -88,6 +95,7 @@ class TrainConfig:
             ("--warmup-steps", self.warmup_steps, 0), ("--eval-every", self.eval_every, 1),
             ("--eval-max-tokens", self.eval_max_tokens, 2), ("--checkpoint-every", self.checkpoint_every, 1),
             ("--patience", self.patience, 1), ("--plateau-patience", self.plateau_patience, 1),
+            ("--max-item-tokens", self.max_item_tokens, 1),
         ]
         for flag, value, low in checks:
             if value is not None and value < low:
@@ -117,6 +125,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def items(self) -> bool:
+        """Whether the run trains on items (lines or sentences) instead of a stream."""
+        return self.framing in ITEM_FRAMINGS
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -38,7 +38,7 @@ SHAPE_FIELDS = ("hidden_size", "num_layers", "input_mode", "embedding_dim", "tie
 """ModelConfig fields the weights depend on (the dropouts only act in training)."""
 TEXT_FIELDS = ("lowercase", "ascii", "strip_punctuation")
 """CorpusConfig fields that decide which characters the text holds."""
-RECIPE_FIELDS = ("framing", "batch_size", "seq_len", "lr", "weight_decay", "lr_schedule", "plateau_patience",
+RECIPE_FIELDS = ("framing", "max_item_tokens", "batch_size", "seq_len", "lr", "weight_decay", "lr_schedule", "plateau_patience",
                  "plateau_factor", "warmup_steps", "grad_clip", "val_fraction", "eval_every", "eval_max_tokens",
                  "patience")
 """TrainConfig fields taken from RUN_DIR; the limits, the seed, the device and

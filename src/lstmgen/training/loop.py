@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import LstmgenError
-from ..text.batches import StreamBatches, WindowBatches, release_pages
+from ..text.batches import IGNORE, ItemBatches, StreamBatches, WindowBatches, release_pages
 from ..text.corpus import CorpusConfig
 from . import distributed as D
 from .config import TrainConfig, TrainResult
@@ -25,10 +25,13 @@ from .trainer import Trainer
 from .validation import HeldOut
 
 
-def epoch_batches(config: TrainConfig, train_ids: np.ndarray, batch_size: int, epoch: int, drop_last: bool = False):
+def epoch_batches(config: TrainConfig, split, batch_size: int, epoch: int, info: D.Dist = D.SINGLE):
     """The batches of one epoch. Their randomness comes from (seed, epoch)
     alone, so a resumed run rebuilds exactly the epoch it stopped in."""
     rng = np.random.default_rng([config.seed, epoch])
+    train_ids, drop_last = split.train, info.enabled
+    if config.items:
+        return ItemBatches(train_ids, split.train_ends, batch_size * config.seq_len, rng, row_multiple=info.world)
     if config.framing == "windows":
         return WindowBatches(train_ids, batch_size, config.seq_len, rng, drop_last=drop_last)
     offset = int(rng.integers(0, config.seq_len)) if epoch > 0 else 0
@@ -52,24 +55,27 @@ def run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, spl
     log(f"lstmgen: {trainer.precision.describe('training')}")
     meta_base = dict(meta_base, precision_chosen={"training": trainer.precision.to_dict()})
     recorder = Recorder(out, trainer, tokenizer, corpus_config, meta_base, draws=info.is_main)
-    held_out = HeldOut(split.val, config, tokenizer, run_data_dir(out, meta_base))
+    held_out = HeldOut(split.val, config, tokenizer, run_data_dir(out, meta_base), split.val_ends)
     train_model = D.wrap(model, device, info)
     clock = Clock(pos.elapsed_s)
     steps_at_start = pos.step
     model.train()
     with StopSignals() as signals:
-        stop = StopPolicy(config, len(epoch_batches(config, split.train, batch_size, 0, drop_last=info.enabled)),
-                          clock, signals, info, device)
+        first_epoch = epoch_batches(config, split, batch_size, 0, info)
+        if config.items:
+            log(f"lstmgen: items batched by length: {first_epoch.padding_share:.1%} of the positions are padding")
+        stop = StopPolicy(config, len(first_epoch), clock, signals, info, device)
         try:
             stopped_by = stop.before_epoch(pos)
             while stopped_by is None:
-                batches = epoch_batches(config, split.train, batch_size, pos.epoch, drop_last=info.enabled)
+                batches = epoch_batches(config, split, batch_size, pos.epoch, info)
                 bar = epoch_bar(config, pos, len(batches), progress)
                 for i in range(pos.batch_index, len(batches)):
                     x, y, chars = rank_batch(batches, i, first_row, rows, device, config, info)
                     set_lr(trainer.optimizer, lr_at(config, pos.step, stop.progress(pos), pos.plateau_scale))
                     step_start = time.perf_counter()
-                    loss, carried = trainer.step(train_model, x, y, carried)
+                    weight = item_loss_weight(y, chars, info) if config.items else 1.0
+                    loss, carried = trainer.step(train_model, x, y, carried, weight)
                     loss_nats = loss.item()
                     pos.train_s += time.perf_counter() - step_start
                     check_finite(loss_nats, pos)
@@ -118,11 +124,26 @@ def rank_batch(batches, i: int, first_row: int, rows: int, device: torch.device,
                info: D.Dist) -> tuple[torch.Tensor, torch.Tensor, int]:
     """This rank's rows of batch ``i``, on the device, and the characters the whole batch trains on."""
     x_np, y_np = batches.batch(i)
+    if config.items:  # rows differ from batch to batch; each process takes an equal share
+        rows = len(x_np) // info.world
+        first_row = info.rank * rows
+        chars = int((y_np != IGNORE).sum())
+    else:
+        chars = info.world * rows * (x_np.shape[1] if config.framing == "stream" else 1)
     x_np, y_np = x_np[first_row:first_row + rows], y_np[first_row:first_row + rows]
-    chars = info.world * len(x_np) * (x_np.shape[1] if config.framing == "stream" else 1)
     x = torch.from_numpy(x_np).to(device, non_blocking=True)
     y = torch.from_numpy(y_np).to(device, non_blocking=True)
     return x, y, chars
+
+
+def item_loss_weight(y: torch.Tensor, batch_tokens: int, info: D.Dist) -> float:
+    """The loss of items is a mean over this process's real tokens, and DDP
+    averages the processes' gradients; weighting each process's mean by its
+    share of the batch's tokens (times the processes) makes that average the
+    mean over the whole batch, as one process computes it."""
+    if not info.enabled:
+        return 1.0
+    return int((y != IGNORE).sum()) * info.world / max(batch_tokens, 1)
 
 
 def check_finite(loss_nats: float, pos: Position) -> None:

@@ -24,7 +24,9 @@ def disk_error(out: Path, exc: OSError) -> LstmgenError:
 
 
 def format_eval(result: EvalResult) -> str:
-    return f"{result.loss_nats:.4f} nats ({result.bits_per_char:.3f} bits/char, perplexity {result.perplexity:.2f})"
+    per_item = f", {result.nats_per_item:.2f} nats/item" if result.items else ""
+    return (f"{result.loss_nats:.4f} nats ({result.bits_per_char:.3f} bits/char, perplexity {result.perplexity:.2f}"
+            f"{per_item})")
 
 
 class Recorder:
@@ -60,6 +62,8 @@ class Recorder:
         if val is not None:
             row.update(val_loss_nats=round(val.loss_nats, 5), val_bits_per_char=round(val.bits_per_char, 5),
                        val_perplexity=round(val.perplexity, 4))
+            if val.items:
+                row.update(val_nats_per_item=round(val.nats_per_item, 4))
         return row
 
     def save(self, pos: Position, epoch_float: float, val: EvalResult | None, *, with_row: bool, improved: bool,

@@ -18,10 +18,11 @@ from ..checkpoint import load_checkpoint, load_trainer_state
 from ..errors import LstmgenError
 from ..machine import pick_device
 from ..model import LSTMLanguageModel, ModelConfig
-from ..text.batches import TokenSplit, load_split, save_split, split_ids
+from ..text.batches import TokenSplit, item_ends, load_split, save_split, split_ids
+from ..text.items import ITEM_SPLITTERS
 from ..text.corpus import CorpusConfig, read_corpus
 from ..text.prepare import is_data_dir
-from ..text.tokenizer import TokenizerConfig, tokenizer_from_dict
+from ..text.tokenizer import ItemTokenizer, TokenizerConfig, tokenizer_from_dict
 from . import distributed as D
 from .config import TrainConfig, TrainResult
 from .init_from import StartingPoint, describe_start
@@ -77,6 +78,11 @@ def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConf
     text = corpus.text
     if init is not None:
         text = init.fit_text(text, corpus_path, corpus_config, log)
+    if config.items:
+        return _item_ids(text, corpus_path, config, log, tokenizer_config, init)
+    if init is not None and isinstance(init.tokenizer, ItemTokenizer):
+        raise LstmgenError(f"the --init-from model was trained on items (lines or sentences); keep its framing "
+                           f"instead of --framing {config.framing}")
 
     def build(part: str):
         return init.tokenizer if init is not None else tokenizer_config.build(part)
@@ -112,7 +118,62 @@ def _load_corpus_ids(corpus_path, corpus_config: CorpusConfig, config: TrainConf
     return text, tokenizer, ids, cut, cut_chars
 
 
+def _item_ids(text: str, corpus_path, config: TrainConfig, log, tokenizer_config: TokenizerConfig,
+              init: StartingPoint | None):
+    """The corpus cut into items (lines or sentences), held out by items (the
+    last ``val_fraction`` of them), as ``<end> item <end> item ... <end>``.
+
+    Returns what _load_corpus_ids does; the text is the items, each followed
+    by a newline standing for its end token, so that characters counted on
+    it count each end token as one character."""
+    items = ITEM_SPLITTERS[config.framing](text)
+    unit = "line" if config.framing == "lines" else "sentence"
+    if len(items) < 2:
+        raise LstmgenError(f"{corpus_path} holds {len(items)} {unit}(s); --framing {config.framing} needs at least two "
+                           f"items, one to train on and one to hold out (or use --framing stream)")
+    cut_items = min(max(split_ids(len(items), config.val_fraction), 1), len(items) - (config.val_fraction > 0))
+    train_items, val_items = items[:cut_items], items[cut_items:]
+    tokenizer = _item_tokenizer(items, train_items, tokenizer_config, init, config)
+    train_ids, val_ids = tokenizer.encode_items(train_items), tokenizer.encode_items(val_items)
+    _check_item_lengths(train_ids, val_ids, items, tokenizer, config, corpus_path, unit)
+    joined = "".join(item + "\n" for item in items)
+    cut_chars = sum(len(item) + 1 for item in train_items)
+    log(f"lstmgen: {len(items):,} {unit}s as items ({len(train_items):,} for training, {len(val_items):,} held "
+        f"out); vocabulary {tokenizer.vocab_size:,} with the end-of-item token")
+    ids = np.concatenate([train_ids, val_ids]).astype(tokenizer.dtype)
+    return joined, tokenizer, ids, len(train_ids), cut_chars
+
+
+def _item_tokenizer(items: list[str], train_items: list[str], tokenizer_config: TokenizerConfig,
+                    init: StartingPoint | None, config: TrainConfig) -> ItemTokenizer:
+    if init is not None:
+        if not isinstance(init.tokenizer, ItemTokenizer):
+            raise LstmgenError(f"the --init-from model was trained on a stream and has no end-of-item token, so it "
+                               f"cannot learn --framing {config.framing}; train a new model on the items")
+        return init.tokenizer
+    # A character vocabulary holds every character (as for streams); word and
+    # BPE vocabularies are learned from the training items only.
+    return tokenizer_config.build_items(items if tokenizer_config.level == "char" else train_items)
+
+
+def _check_item_lengths(train_ids, val_ids, items: list[str], tokenizer, config: TrainConfig, corpus_path,
+                        unit: str) -> None:
+    """Refuse an item longer than --max-item-tokens, naming it."""
+    lengths = np.concatenate([np.diff(item_ends(train_ids, tokenizer.end_id)),
+                              np.diff(item_ends(val_ids, tokenizer.end_id))]) - 1
+    longest = int(np.argmax(lengths))
+    if lengths[longest] > config.max_item_tokens:
+        start = items[longest][:40].replace("\n", " ")
+        hint = ("a file without line ends is one long line: use --framing stream or sentences"
+                if config.framing == "lines" else "use --framing lines or stream")
+        raise LstmgenError(f"{corpus_path}: {unit} {longest + 1:,} (\"{start}…\") is {int(lengths[longest]):,} tokens "
+                           f"long, more than --max-item-tokens {config.max_item_tokens:,}; {hint}, or raise "
+                           "--max-item-tokens")
+
+
 def _check_split_sizes(train_ids, val_ids, config: TrainConfig) -> None:
+    if config.items:  # items were checked when they were cut
+        return
     min_train = config.seq_len + 1 if config.framing == "windows" else config.seq_len + 2
     if len(train_ids) < min_train:
         raise LstmgenError(
@@ -196,7 +257,7 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
     else:
         data = _write_token_files(corpus_path, out, corpus_config, config, tokenizer_config, info, log, init)
     split = data.split
-    if len(split.train) + len(split.val) < config.seq_len + 1:
+    if not config.items and len(split.train) + len(split.val) < config.seq_len + 1:
         raise LstmgenError(
             f"the corpus has {len(split.train) + len(split.val):,} characters, fewer than --seq-len "
             f"{config.seq_len} + 1; lower --seq-len or give more text")
@@ -290,7 +351,9 @@ def _write_token_files(corpus_path, out: Path, corpus_config: CorpusConfig, conf
         split = save_split(data_dir, ids, config.val_fraction,
                            {"source": str(corpus_path), "vocab_size": tokenizer.vocab_size,
                             "level": tokenizer.level, "val_chars": len(text) - cut_chars,
-                            "corpus_chars": len(text), "tokenizer": tokenizer.to_dict()}, cut=cut)
+                            "corpus_chars": len(text), "tokenizer": tokenizer.to_dict(),
+                            **({"end_id": tokenizer.end_id, "framing": config.framing} if config.items else {})},
+                           cut=cut)
     except OSError as exc:
         raise LstmgenError(f"could not write the token files in {out} ({exc.strerror}); free some disk space "
                            "or choose another --out") from None
@@ -308,7 +371,7 @@ def _starting_loss(init: StartingPoint, model: LSTMLanguageModel, config: TrainC
     record = init.record()
     log(describe_start(init, model, config))
     if info.is_main:
-        start = HeldOut(data.split.val, config, data.tokenizer, data.data_dir).evaluate(model)
+        start = HeldOut(data.split.val, config, data.tokenizer, data.data_dir, data.split.val_ends).evaluate(model)
         if start is not None:
             record["start_val_loss_nats"] = round(start.loss_nats, 5)
             log(f"lstmgen: held-out loss before fine-tuning: {format_eval(start)}")

@@ -44,19 +44,22 @@ class Trainer:
         self.precision = precision or training_precision(model.config, config, config.batch_size, device)
         self.autocast = torch.bfloat16 if self.precision.precision == "bf16" else None
 
-    def step(self, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carried):
+    def step(self, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carried, weight: float = 1.0):
         """One optimizer step on the batch (x, y). ``train_model`` is the model
-        or its DDP wrapper. Returns the loss tensor and the state to carry."""
+        or its DDP wrapper. ``weight`` scales the loss before backward (see
+        item_loss_weight). Returns the loss tensor and the state to carry."""
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
                             enabled=self.autocast is not None):
             if self.config.framing == "stream":
                 _, loss, new_state = train_model(x, carried, y)
                 # Truncated BPTT: keep the state's values (in fp32), drop its history.
                 carried = (new_state[0].detach().float(), new_state[1].detach().float())
+            elif self.config.items:  # each row an item from a fresh state; padded targets are ignored
+                _, loss, _ = train_model(x, None, y)
             else:
                 _, loss, _ = train_model(x, None, y, last_only=True)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if weight != 1.0 else loss).backward()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
