@@ -55,7 +55,8 @@ class PrecisionChoice:
     """What runs, and why. Written to a run's config.json."""
 
     precision: str
-    """'fp32', 'bf16' or 'int8': what the work runs in."""
+    """'fp32', 'bf16' or 'int8': what the work runs in; for generation
+    steps also 'onnx' (fp32, run by onnxruntime)."""
     how: str
     """'requested' (forced by the user), 'measured' (timed now), 'cached'
     (timed earlier on this machine), or, in the other processes of a DDP

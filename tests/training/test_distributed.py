@@ -52,6 +52,23 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert wrong.returncode == 1 and b"resume it with the same number" in wrong.stderr
 
 
+def test_two_processes_match_one_on_items(tmp_path):
+    """Item batches hold rows of unequal token counts; the processes' shares
+    are weighted so that two take the steps one takes."""
+    names = str(corpus_path("names.txt"))
+    items = ["--framing", "lines", "--max-steps", "4", "--eval-every", "2", "--dropout", "0", "--weight-dropout", "0",
+             "--batch-size", "8",
+             "--seq-len", "8", "--hidden-size", "16", "--num-layers", "2", "--embedding-dim", "8", "--precision",
+             "fp32", "--quiet"]
+    one = run_cli("train", names, "--out", str(tmp_path / "one"), *items)
+    assert one.returncode == 0, one.stderr.decode()
+    two = run_cli("train", names, "--out", str(tmp_path / "two"), "--nproc", "2", *items, timeout=600)
+    assert two.returncode == 0, two.stderr.decode()[-3000:]
+    diff = max_difference(tmp_path / "one", tmp_path / "two")
+    print(f"largest weight difference after 4 steps: {diff:.3g}")
+    assert diff < TOLERANCE
+
+
 def test_batch_must_split_over_the_processes(tmp_path):
     result = run_cli("train", str(corpus_path("alice-gutenberg-11-utf8.txt")), "--out", str(tmp_path / "r"),
                      "--nproc", "2", "--batch-size", "7", "--max-steps", "1", "--quiet", timeout=300)

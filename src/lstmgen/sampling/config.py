@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import LstmgenError
 
 
-STEP_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+STEP_PRECISIONS = ("auto", "fp32", "bf16", "int8", "onnx")
 WINDOW_GENERATION = ("auto", "sliding", "stateful")
 
 
@@ -78,11 +78,12 @@ class SampleConfig:
     is sliding. Stream-trained models always step statefully."""
     precision: str = field(default="auto", metadata={"choices": STEP_PRECISIONS})
     """Weights for the one-token steps: 'fp32'; 'bf16'; 'int8' (8-bit weights
-    with one scale per row, bf16 activations; CPU only); or 'auto', the
-    fastest of them timed on this machine for this model and batch (fp32
+    with one scale per row, bf16 activations; CPU only); 'onnx' (fp32 steps
+    run by onnxruntime; CPU only, needs the lstmgen[onnx] extra); or 'auto',
+    the fastest of them timed on this machine for this model and batch (fp32
     unless another wins by over 5%; measured once, then cached). The prompt
     is always read in fp32. bf16 and int8 change the held-out loss by about
-    1e-4 nats."""
+    1e-4 nats; onnx computes fp32's numbers, to about 1e-5."""
 
     def __post_init__(self) -> None:
         for name in ("stop", "dry_sequence_breakers"):  # lists (from JSON or a caller) become tuples

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..errors import LstmgenError
 from ..model import LSTMLanguageModel
 from ..precision import PrecisionChoice, choose
+from .onnx_step import OnnxStep, onnx_step_problem
 
 
 def int8_available(device: torch.device) -> bool:
@@ -24,8 +25,9 @@ def int8_available(device: torch.device) -> bool:
 
 def step_precision(model: LSTMLanguageModel, requested: str, batch: int) -> PrecisionChoice:
     """The weights' precision for one-token steps of ``batch`` streams: the
-    requested one, or for 'auto' the fastest of fp32, bf16 and int8 timed on
-    this model's own steps (lstmgen.precision).
+    requested one, or for 'auto' the fastest of fp32, bf16, int8 and, where
+    onnxruntime is installed, its step (onnx_step.py), timed on this model's
+    own steps (lstmgen.precision).
 
     Measured so far on 2-core CPUs: int8 won at 1 to 8 streams (reading the
     weights bounds a small batch, and int8 weights are a quarter of the
@@ -36,16 +38,21 @@ def step_precision(model: LSTMLanguageModel, requested: str, batch: int) -> Prec
     if requested == "int8" and not int8_available(device):
         raise LstmgenError(f"--precision int8 needs a CPU and PyTorch 2.3 or later (here: {device}, torch "
                            f"{torch.__version__}); use --precision bf16 or fp32")
+    if requested == "onnx" and (problem := onnx_step_problem(model)):
+        raise LstmgenError(problem)
     if requested != "auto":
         return PrecisionChoice(requested, "requested")
     # Time a power of two at or above the batch, so that one timing serves
     # every batch size in between.
     timed = 1 << max(batch - 1, 0).bit_length()
-    candidates = {name: _step_call(model, name, timed) for name in ("fp32", "bf16", "int8")
-                  if name != "int8" or int8_available(device)}
+    names = ["fp32", "bf16"]
+    names += ["int8"] if int8_available(device) else []
+    names += ["onnx"] if onnx_step_problem(model) is None else []
+    candidates = {name: _step_call(model, name, timed) for name in names}
     cfg = model.config
+    # The candidates are part of the key: installing onnxruntime later times again, with it.
     shape = {"vocab": cfg.vocab_size, "hidden": cfg.hidden_size, "layers": cfg.num_layers,
-             "input": cfg.input_mode, "input_size": cfg.input_size, "streams": timed}
+             "input": cfg.input_mode, "input_size": cfg.input_size, "streams": timed, "candidates": names}
     streams = f"{timed} stream{'s' if timed > 1 else ''}"
     return choose("generation step", shape, candidates, device, f"one step of {streams}", tokens=timed)
 
@@ -168,12 +175,12 @@ class StepWeights:
 _step_cache: "weakref.WeakKeyDictionary[LSTMLanguageModel, dict]" = weakref.WeakKeyDictionary()
 
 
-def step_weights(model: LSTMLanguageModel, precision: str) -> StepWeights:
+def step_weights(model: LSTMLanguageModel, precision: str) -> StepWeights | OnnxStep:
     version = tuple((p.data_ptr(), p._version) for p in model.parameters())
     cached = _step_cache.setdefault(model, {})
     entry = cached.get(precision)
     if entry is None or entry[0] != version:
-        entry = (version, StepWeights(model, precision))
+        entry = (version, OnnxStep(model) if precision == "onnx" else StepWeights(model, precision))
         cached[precision] = entry
     return entry[1]
 

@@ -243,20 +243,17 @@ def item_ends(ids: np.ndarray, end_id: int, chunk: int = 1 << 24) -> np.ndarray:
 
 class ItemBatches:
     """One epoch of items, batched by length. A batch holds about
-    ``tokens_per_batch`` tokens counting its padding, in a number of rows
-    that is a multiple of ``row_multiple`` (one share per DDP process).
+    ``tokens_per_batch`` tokens counting its padding (one row at least). The
+    batches do not depend on the number of DDP processes: each process takes
+    a share of every batch's rows (rank_rows).
 
     Yields (inputs (R, T), targets (R, T)), targets IGNORE where padded.
     """
 
-    def __init__(self, ids: np.ndarray, ends: np.ndarray, tokens_per_batch: int, rng: np.random.Generator,
-                 row_multiple: int = 1):
+    def __init__(self, ids: np.ndarray, ends: np.ndarray, tokens_per_batch: int, rng: np.random.Generator):
         self.ids, self.ends = ids, ends
         self.lengths = np.diff(ends)  # tokens read per item: its start token and its own tokens
-        if len(self.lengths) < row_multiple:
-            raise LstmgenError(f"the training text has {len(self.lengths):,} items, fewer than the "
-                               f"{row_multiple} processes; give more text")
-        self.batches = _bucket(self.lengths, tokens_per_batch, rng, row_multiple)
+        self.batches = _bucket(self.lengths, tokens_per_batch, rng)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -287,34 +284,39 @@ def item_rows(ids: np.ndarray, ends: np.ndarray, items: np.ndarray) -> tuple[np.
     return x, y
 
 
-def _bucket(lengths: np.ndarray, tokens_per_batch: int, rng: np.random.Generator, row_multiple: int) -> list:
+def rank_rows(x: np.ndarray, y: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of an item batch that one of ``world`` processes trains on,
+    as even a share as the count allows. A process left without a row gets
+    one of padding, which adds nothing to the loss (DDP needs every process
+    to run the model)."""
+    bounds = np.linspace(0, len(x), world + 1).round().astype(int)
+    x, y = x[bounds[rank]:bounds[rank + 1]], y[bounds[rank]:bounds[rank + 1]]
+    if not len(x):
+        return np.zeros((1, 1), dtype=np.int64), np.full((1, 1), IGNORE, dtype=np.int64)
+    return x, y
+
+
+def _bucket(lengths: np.ndarray, tokens_per_batch: int, rng: np.random.Generator) -> list:
     """Shuffle the items, sort each group of about _BUCKET_BATCHES batches by
     length, fill batches up to the token budget, and shuffle the batches."""
     order = rng.permutation(len(lengths))
-    mean = max(float(lengths.mean()), 1.0)
-    group = max(int(_BUCKET_BATCHES * tokens_per_batch / mean), row_multiple)
-    batches, carry = [], order[:0]
+    group = max(int(_BUCKET_BATCHES * tokens_per_batch / max(float(lengths.mean()), 1.0)), 1)
+    batches = []
     for a in range(0, len(order), group):
-        part = np.concatenate([carry, order[a:a + group]])
-        part = part[np.argsort(lengths[part], kind="stable")]
-        filled, carry = _fill(part, lengths, tokens_per_batch, row_multiple)
-        batches += filled
-    if len(carry) and batches:  # fewer left than the processes: they replace items of the last batch
-        batches[-1] = np.concatenate([batches[-1], carry])[-len(batches[-1]):]
+        part = order[a:a + group]
+        batches += _fill(part[np.argsort(lengths[part], kind="stable")], lengths, tokens_per_batch)
     rng.shuffle(batches)
     return batches
 
 
-def _fill(part: np.ndarray, lengths: np.ndarray, tokens_per_batch: int, row_multiple: int):
+def _fill(part: np.ndarray, lengths: np.ndarray, tokens_per_batch: int) -> list:
     """Cut items sorted by length into batches of at most ``tokens_per_batch``
-    padded tokens (at least ``row_multiple`` rows, however long the items).
-    Returns the batches and the items left over (fewer than ``row_multiple``)."""
+    padded tokens (one row at least, however long the item)."""
     batches, start = [], 0
-    while len(part) - start >= row_multiple:
-        rows = row_multiple
-        while start + rows + row_multiple <= len(part) and \
-                (rows + row_multiple) * int(lengths[part[start + rows + row_multiple - 1]]) <= tokens_per_batch:
-            rows += row_multiple
+    while start < len(part):
+        rows = 1
+        while start + rows < len(part) and (rows + 1) * int(lengths[part[start + rows]]) <= tokens_per_batch:
+            rows += 1
         batches.append(part[start:start + rows])
         start += rows
-    return batches, part[start:]
+    return batches

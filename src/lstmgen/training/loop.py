@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import LstmgenError
-from ..text.batches import IGNORE, ItemBatches, StreamBatches, WindowBatches, release_pages
+from ..text.batches import IGNORE, ItemBatches, StreamBatches, WindowBatches, rank_rows, release_pages
 from ..text.corpus import CorpusConfig
 from . import distributed as D
 from .config import TrainConfig, TrainResult
@@ -31,7 +31,7 @@ def epoch_batches(config: TrainConfig, split, batch_size: int, epoch: int, info:
     rng = np.random.default_rng([config.seed, epoch])
     train_ids, drop_last = split.train, info.enabled
     if config.items:
-        return ItemBatches(train_ids, split.train_ends, batch_size * config.seq_len, rng, row_multiple=info.world)
+        return ItemBatches(train_ids, split.train_ends, batch_size * config.seq_len, rng)
     if config.framing == "windows":
         return WindowBatches(train_ids, batch_size, config.seq_len, rng, drop_last=drop_last)
     offset = int(rng.integers(0, config.seq_len)) if epoch > 0 else 0
@@ -74,8 +74,8 @@ def run(out: Path, trainer: Trainer, tokenizer, corpus_config: CorpusConfig, spl
                     x, y, chars = rank_batch(batches, i, first_row, rows, device, config, info)
                     set_lr(trainer.optimizer, lr_at(config, pos.step, stop.progress(pos), pos.plateau_scale))
                     step_start = time.perf_counter()
-                    weight = item_loss_weight(y, chars, info) if config.items else 1.0
-                    loss, carried = trainer.step(train_model, x, y, carried, weight)
+                    # Items: the loss is summed and divided by the whole batch's tokens (see Trainer.step).
+                    loss, carried = trainer.step(train_model, x, y, carried, info.world / chars if config.items else None)
                     loss_nats = loss.item()
                     pos.train_s += time.perf_counter() - step_start
                     check_finite(loss_nats, pos)
@@ -124,26 +124,15 @@ def rank_batch(batches, i: int, first_row: int, rows: int, device: torch.device,
                info: D.Dist) -> tuple[torch.Tensor, torch.Tensor, int]:
     """This rank's rows of batch ``i``, on the device, and the characters the whole batch trains on."""
     x_np, y_np = batches.batch(i)
-    if config.items:  # rows differ from batch to batch; each process takes an equal share
-        rows = len(x_np) // info.world
-        first_row = info.rank * rows
+    if config.items:  # rows differ from batch to batch; each process takes as even a share as they allow
         chars = int((y_np != IGNORE).sum())
+        x_np, y_np = rank_rows(x_np, y_np, info.rank, info.world)
     else:
         chars = info.world * rows * (x_np.shape[1] if config.framing == "stream" else 1)
-    x_np, y_np = x_np[first_row:first_row + rows], y_np[first_row:first_row + rows]
+        x_np, y_np = x_np[first_row:first_row + rows], y_np[first_row:first_row + rows]
     x = torch.from_numpy(x_np).to(device, non_blocking=True)
     y = torch.from_numpy(y_np).to(device, non_blocking=True)
     return x, y, chars
-
-
-def item_loss_weight(y: torch.Tensor, batch_tokens: int, info: D.Dist) -> float:
-    """The loss of items is a mean over this process's real tokens, and DDP
-    averages the processes' gradients; weighting each process's mean by its
-    share of the batch's tokens (times the processes) makes that average the
-    mean over the whole batch, as one process computes it."""
-    if not info.enabled:
-        return 1.0
-    return int((y != IGNORE).sum()) * info.world / max(batch_tokens, 1)
 
 
 def check_finite(loss_nats: float, pos: Position) -> None:

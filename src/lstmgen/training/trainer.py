@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..model import LSTMLanguageModel
 from ..precision import PrecisionChoice
+from ..text.batches import IGNORE
 from .config import TrainConfig
 from .speed import training_precision
 
@@ -44,10 +46,17 @@ class Trainer:
         self.precision = precision or training_precision(model.config, config, config.batch_size, device)
         self.autocast = torch.bfloat16 if self.precision.precision == "bf16" else None
 
-    def step(self, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carried, weight: float = 1.0):
+    def step(self, train_model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, carried,
+             item_scale: float | None = None):
         """One optimizer step on the batch (x, y). ``train_model`` is the model
-        or its DDP wrapper. ``weight`` scales the loss before backward (see
-        item_loss_weight). Returns the loss tensor and the state to carry."""
+        or its DDP wrapper. Returns the loss tensor (mean nats per token of
+        this process's rows) and the state to carry.
+
+        Items: the gradient is of the summed loss times ``item_scale`` (the
+        number of processes over the whole batch's real tokens). DDP averages the
+        processes' gradients, so their average is the gradient of the batch's
+        mean, exactly as one process computes it, however unevenly the
+        processes' rows hold tokens."""
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
                             enabled=self.autocast is not None):
             if self.config.framing == "stream":
@@ -55,11 +64,14 @@ class Trainer:
                 # Truncated BPTT: keep the state's values (in fp32), drop its history.
                 carried = (new_state[0].detach().float(), new_state[1].detach().float())
             elif self.config.items:  # each row an item from a fresh state; padded targets are ignored
-                _, loss, _ = train_model(x, None, y)
+                logits, _, _ = train_model(x, None)
+                summed = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                                         ignore_index=IGNORE, reduction="sum")
+                loss = summed.detach() / (y != IGNORE).sum().clamp_min(1)
             else:
                 _, loss, _ = train_model(x, None, y, last_only=True)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * weight if weight != 1.0 else loss).backward()
+        (summed * item_scale if item_scale is not None else loss).backward()
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
