@@ -118,6 +118,11 @@ def _add_prepare(sub) -> None:
     p.add_argument("--val-fraction", type=_number, default=0.1)
     p.add_argument("--level", choices=["char", "word", "bpe"], default="char", help="tokens to write (default char)")
     p.add_argument("--vocab-size", type=_positive_int, help="word: most frequent tokens kept; bpe: merges learned")
+    p.add_argument("--framing", choices=["stream", "lines", "sentences"], default="stream",
+                   help="lines or sentences: write items between end-of-item tokens, held out by items, for "
+                        "lstmgen train --framing lines or sentences (default stream)")
+    p.add_argument("--max-item-tokens", type=_positive_int, default=4096, metavar="N",
+                   help="lines, sentences: refuse an item longer than this (default 4096)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_corpus_options(p)
 
@@ -342,7 +347,8 @@ _TRAIN_OPTIONS = (
 def cmd_prepare(args) -> int:
     result = lstmgen.prepare(args.inputs, args.out, level=args.level, vocab_size=args.vocab_size,
                              val_fraction=args.val_fraction, pattern=args.glob, separator=args.separator,
-                             progress=not args.quiet, log=_note, **_corpus_config(args).to_dict())
+                             progress=not args.quiet, log=_note, framing=args.framing,
+                             max_item_tokens=args.max_item_tokens, **_corpus_config(args).to_dict())
     for note in result.notes[:50]:
         _note(f"lstmgen: {note}")
     print(f"{result.files:,} file(s), {result.chars:,} characters, vocabulary {result.vocab_size:,}; "

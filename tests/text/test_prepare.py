@@ -182,3 +182,35 @@ def test_prepare_memory_stays_bounded_on_a_large_file(tmp_path):
         assert done.returncode == 0, done.stderr
         peak_mb[name] = int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
     assert peak_mb["large"] - peak_mb["small"] < 32, peak_mb
+
+
+@pytest.mark.parametrize("framing, level, name", [("lines", "char", "names.txt"),
+                                                  ("sentences", "bpe", "alice-gutenberg-11-utf8.txt")])
+def test_prepared_items_are_the_items_train_cuts_from_the_file(framing, level, name, tmp_path):
+    """Streamed from tiny chunks, the token files and the item index equal
+    those `lstmgen train FILE --framing ...` writes from the whole text."""
+    path = corpus_path(name)
+    if name == "names.txt":  # the first 3,000 names are as good a test as all of them
+        path = tmp_path / "names.txt"
+        path.write_text("\n".join(corpus_path(name).read_text().splitlines()[:3000]) + "\n")
+    options = {"level": level, **({"vocab_size": 300} if level == "bpe" else {})}
+    lstmgen.prepare([str(path)], tmp_path / "d", framing=framing, progress=False, log=quiet, **options)
+    streamed = tmp_path / "s"
+    from lstmgen.text.prepare import ItemOptions
+
+    prepare([str(path)], streamed, progress=False, log=quiet, chunk_bytes=997, whole_file_limit=0,
+            tokenizer_config=lstmgen.TokenizerConfig(**options), items=ItemOptions(framing))
+    lstmgen.train(path, tmp_path / "run", framing=framing, max_steps=1, progress=False, log=quiet, hidden_size=8,
+                  num_layers=1, **options)
+    for name in ("train.bin", "val.bin", "train.items.bin", "val.items.bin"):
+        expected = (tmp_path / "run" / "data" / name).read_bytes()
+        assert (tmp_path / "d" / name).read_bytes() == expected == (streamed / name).read_bytes(), name
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["framing"] == framing and meta["items"] == meta["val_items"] + len(np.fromfile(
+        tmp_path / "d" / "train.items.bin", dtype=np.int64)) - 1
+    # Training on the prepared items takes their framing; a stream's framing cannot be forced on them.
+    lstmgen.train(tmp_path / "d", tmp_path / "run2", max_steps=1, progress=False, log=quiet, hidden_size=8,
+                  num_layers=1)
+    assert lstmgen.load(tmp_path / "run2").items
+    with pytest.raises(LstmgenError, match="not for --framing windows; drop --framing windows"):
+        lstmgen.train(tmp_path / "d", tmp_path / "run3", framing="windows", max_steps=1, progress=False, log=quiet)

@@ -18,16 +18,18 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import LstmgenError
-from .batches import read_chunks, split_ids
+from .batches import open_tokens, read_chunks, split_ids, write_item_index
 from .corpus import CorpusConfig, describe_folding, fold_ascii, read_corpus, strip_punctuation
 from .gutenberg import GutenbergFilter
-from .tokenizer import BPETokenizer, CharTokenizer, TokenizerConfig, WordTokenizer, id_dtype
+from .items import ITEM_SPLITTERS, iter_sentences, split_lines
+from .tokenizer import BPETokenizer, CharTokenizer, ItemTokenizer, TokenizerConfig, WordTokenizer, id_dtype
 
 CHUNK_BYTES = 4 << 20
 """Bytes read at a time."""
@@ -56,7 +58,8 @@ class PrepareResult:
 
 def prepare_files(inputs, out_dir: str | os.PathLike, *, level: str = "char", vocab_size: int | None = None,
                   val_fraction: float = 0.1, pattern: str = "*.txt", separator: str = "", progress: bool = True,
-                  log: Callable[[str], None] = print, **corpus_options) -> PrepareResult:
+                  log: Callable[[str], None] = print, framing: str = "stream", max_item_tokens: int = 4096,
+                  **corpus_options) -> PrepareResult:
     """``lstmgen.prepare``: text files, directories or globs to token files
     in ``out_dir`` that ``lstmgen.train(out_dir, ...)`` trains on::
 
@@ -72,7 +75,8 @@ def prepare_files(inputs, out_dir: str | os.PathLike, *, level: str = "char", vo
         inputs = [inputs]
     return prepare([str(p) for p in inputs], out_dir, CorpusConfig(**corpus_options), val_fraction=val_fraction,
                    pattern=pattern, separator=separator, progress=progress, log=log,
-                   tokenizer_config=TokenizerConfig(level=level, vocab_size=vocab_size))
+                   tokenizer_config=TokenizerConfig(level=level, vocab_size=vocab_size),
+                   items=ItemOptions(framing, max_item_tokens) if framing != "stream" else None)
 
 
 def find_inputs(inputs: list[str], pattern: str = "*.txt") -> list[Path]:
@@ -253,14 +257,20 @@ def prepare(
     chunk_bytes: int = CHUNK_BYTES,
     whole_file_limit: int = WHOLE_FILE_LIMIT,
     tokenizer_config: TokenizerConfig | None = None,
+    items: "ItemOptions | None" = None,
 ) -> PrepareResult:
-    """Turn text files into ``out_dir/{train.bin,val.bin,meta.json}`` for ``lstmgen train DATA_DIR``."""
+    """Turn text files into ``out_dir/{train.bin,val.bin,meta.json}`` for
+    ``lstmgen train DATA_DIR``; with ``items``, into items (lines or
+    sentences) between end tokens, with their index (``*.items.bin``)."""
     import time
 
     from tqdm import tqdm
 
     config = corpus_config or CorpusConfig()
     split_ids(100, val_fraction)  # validates the fraction before any work
+    if items is not None:
+        items.check()
+        separator = separator or "\n\n"  # a document ends its last item, whatever follows
     files = find_inputs(inputs, pattern)
     out = _data_dir(out_dir)
     start_time = time.perf_counter()
@@ -298,7 +308,10 @@ def prepare(
         raise LstmgenError("no usable text in the inputs (every file was empty, binary or unreadable); "
                            "give text files")
     tokenizer_config = tokenizer_config or TokenizerConfig()
-    if tokenizer_config.level == "char":
+    if items is not None:
+        vocab_size = _finish_items(out, writer, val_fraction, config, files, kept, total_bytes, tokenizer_config,
+                                   items, log)
+    elif tokenizer_config.level == "char":
         vocab_size = _finish(out, writer, val_fraction, config, files, kept, total_bytes)
     else:
         vocab_size = _finish_tokens(out, writer, val_fraction, config, files, kept, total_bytes, tokenizer_config,
@@ -470,6 +483,112 @@ def _finish_tokens(out: Path, writer: IdWriter, val_fraction: float, config: Cor
     tmp.write_text(json.dumps(meta, ensure_ascii=False))
     os.replace(tmp, out / "meta.json")
     return tokenizer.vocab_size
+
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """How ``prepare`` cuts the text into items (see text/items.py)."""
+
+    framing: str
+    """'lines' or 'sentences'."""
+    max_item_tokens: int = 4096
+    """Refuse an item longer than this many tokens."""
+
+    def check(self) -> None:
+        if self.framing not in ITEM_SPLITTERS:
+            raise LstmgenError(f"--framing must be stream, lines or sentences for lstmgen prepare, got {self.framing!r}")
+        if self.max_item_tokens < 1:
+            raise LstmgenError(f"--max-item-tokens must be 1 or more, got {self.max_item_tokens}")
+
+    def cut(self, writer: IdWriter) -> Iterator[str]:
+        """The items of the cleaned text, streamed back from the character ids."""
+        lines = _lines(writer)
+        if self.framing == "sentences":
+            return iter_sentences(lines)
+        return (item for line in lines for item in split_lines(line))
+
+
+def _lines(writer: IdWriter) -> Iterator[str]:
+    """The cleaned text's lines, whole, however the chunks fall."""
+    carry = ""
+    for text in _text_chunks(writer):
+        parts = (carry + text).split("\n")
+        carry = parts.pop()
+        yield from parts
+    if carry:
+        yield carry
+
+
+def _finish_items(out: Path, writer: IdWriter, val_fraction: float, config: CorpusConfig, files, kept: int,
+                  total_bytes: int, tokenizer_config: TokenizerConfig, items: ItemOptions, log) -> int:
+    """Items between end tokens, held out by items (the last ``val_fraction``
+    of them), in passes over the text streamed back from the character ids:
+    one counts the items (and their characters), one learns a word or BPE
+    vocabulary from the training items, one writes the tokens and the index."""
+    count, chars = 0, set()
+    for item in items.cut(writer):
+        count += 1
+        chars.update(item)
+    if count < 2:
+        raise LstmgenError(f"the inputs hold {count} item(s) as {items.framing}; --framing {items.framing} needs at "
+                           "least two, one to train on and one to hold out (or prepare them as a stream)")
+    cut_items = min(max(split_ids(count, val_fraction), 1), count - (val_fraction > 0))
+    tokenizer = _items_tokenizer(writer, items, tokenizer_config, cut_items, sorted(chars))
+    dtype, end = tokenizer.dtype, np.array([tokenizer.end_id], dtype=tokenizer.dtype)
+    sizes = {"train": 0, "val": 0}
+    char_counts = {"train": 0, "val": 0}
+    files_out = {part: open(out / f"{part}.bin.tmp", "wb") for part in sizes}
+    try:
+        for part in sizes:
+            end.tofile(files_out[part])
+            sizes[part] += 1
+        for k, item in enumerate(items.cut(writer)):
+            part = "train" if k < cut_items else "val"
+            ids = tokenizer.encode(item)
+            if len(ids) > items.max_item_tokens:
+                raise LstmgenError(f"item {k + 1:,} (\"{item[:40]}…\") is {len(ids):,} tokens long, more than "
+                                   f"--max-item-tokens {items.max_item_tokens:,}; prepare with --framing "
+                                   f"{'sentences' if items.framing == 'lines' else 'lines'} or stream, or raise "
+                                   "--max-item-tokens")
+            np.concatenate([ids, end]).astype(dtype).tofile(files_out[part])
+            sizes[part] += len(ids) + 1
+            char_counts[part] += len(item) + 1  # each end token counts as one character
+    finally:
+        for f in files_out.values():
+            f.close()
+    writer.path.unlink()
+    for part in sizes:
+        os.replace(out / f"{part}.bin.tmp", out / f"{part}.bin")
+        write_item_index(out, part, open_tokens(out / f"{part}.bin", dtype), tokenizer.end_id)
+    meta = {
+        "format": META_FORMAT, "format_version": 1, "dtype": dtype.name, "level": tokenizer.level,
+        "train_tokens": sizes["train"], "val_tokens": sizes["val"], "val_fraction": val_fraction,
+        "chars": char_counts["train"] + char_counts["val"], "val_chars": char_counts["val"], "files": kept,
+        "input_bytes": total_bytes, "sources": [str(f) for f in files[:1000]], "corpus": config.to_dict(),
+        "tokenizer": tokenizer.to_dict(), "end_id": tokenizer.end_id, "framing": items.framing,
+        "items": count, "val_items": count - cut_items,
+    }
+    tmp = out / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, ensure_ascii=False))
+    os.replace(tmp, out / "meta.json")
+    log(f"lstmgen: {count:,} {items.framing} as items ({cut_items:,} for training, {count - cut_items:,} held out)")
+    return tokenizer.vocab_size
+
+
+def _items_tokenizer(writer: IdWriter, items: ItemOptions, tokenizer_config: TokenizerConfig, cut_items: int,
+                     chars: list[str]) -> ItemTokenizer:
+    """The characters of the items (all of them, as for a stream), or a word
+    or BPE vocabulary learned from the training items, and the end token."""
+    if tokenizer_config.level == "char":
+        return ItemTokenizer(CharTokenizer(chars))
+    training = (item for k, item in enumerate(items.cut(writer)) if k < cut_items)
+    if tokenizer_config.level == "word":
+        counts: Counter = Counter()
+        for item in training:
+            counts.update(WordTokenizer.PATTERN.findall(item))
+        return ItemTokenizer(WordTokenizer.from_counts(counts, tokenizer_config.vocab_size or 10_000))
+    batches = iter(lambda: list(islice(training, 1000)), [])
+    return ItemTokenizer(BPETokenizer.from_batches(batches, tokenizer_config.vocab_size or 2_000))
 
 
 def is_data_dir(path: str | os.PathLike) -> bool:

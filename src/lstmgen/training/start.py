@@ -4,6 +4,7 @@ then the loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -251,6 +252,7 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
             if (out / stale).exists():
                 shutil.rmtree(out / stale)
     if is_data_dir(corpus_path):
+        config = framing_of_data(corpus_path, config, log)
         data = _use_prepared(corpus_path, corpus_config, config, tokenizer_config, init)
     elif not info.is_local_main:
         data = _read_peer_token_files(corpus_path, out, corpus_config, info)
@@ -297,6 +299,20 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
         torch.manual_seed(config.seed + 1_000_003 * info.rank)
     return run(out, trainer, data.tokenizer, data.corpus_config, split, batch_size, meta_base, Position(), None,
                progress, log, info)
+
+
+def framing_of_data(corpus_path, config: TrainConfig, log) -> TrainConfig:
+    """Prepared items train as the items they are: their framing replaces a
+    stream's; a stream cannot train as items, nor items as windows."""
+    data_framing = json.loads((Path(corpus_path) / "meta.json").read_text(encoding="utf-8")).get("framing", "stream")
+    if data_framing == config.framing:
+        return config
+    if data_framing != "stream" and config.framing == "stream":
+        log(f"lstmgen: {corpus_path} was prepared as items ({data_framing}), so they train as items")
+        return dataclasses.replace(config, framing=data_framing)
+    fix = (f"prepare it with --framing {config.framing}" if config.items else f"drop --framing {config.framing}")
+    raise LstmgenError(f"{corpus_path} was prepared as {'a stream' if data_framing == 'stream' else data_framing}, "
+                       f"not for --framing {config.framing}; {fix}")
 
 
 def _use_prepared(corpus_path, corpus_config: CorpusConfig, config: TrainConfig, tokenizer_config,
