@@ -205,3 +205,23 @@ def test_the_server_answers_an_item_with_finish_reason_stop(names_run):
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+def test_chat_writes_one_item_per_line_and_enter_starts_the_next(names_run):
+    import io
+
+    from lstmgen.chat import Chat
+
+    model = lstmgen.load(names_run[0])
+    out, warnings = io.StringIO(), []
+    chat = Chat(model, SampleConfig(max_new_tokens=60, seed=7), out, warnings.append)
+    assert chat.handle("ma")
+    first = out.getvalue()
+    assert first == "ma" + model.generate("ma", SampleConfig(max_new_tokens=60, seed=7))[0] + "\n"
+    assert chat.text.ended == [True]
+    out.truncate(0), out.seek(0)
+    assert chat.handle("")  # Enter alone: an item from nothing
+    assert out.getvalue().count("\n") == 1 and not warnings
+    out.truncate(0), out.seek(0)
+    assert chat.handle("/continue")  # after an ended item: the next one, from a fresh state
+    assert out.getvalue().count("\n") == 1 and not warnings
