@@ -5,10 +5,10 @@ the cost per character against prompt length.
 
 All through the public API (LanguageModel.stream), so text decoding and the
 Python generator are part of every figure. For each batch size (1, 8, 64,
-256 samples) and step precision (auto, and each fixed one) it reports
-characters per second over all samples, and achieved FLOP/s counted as
-2 × parameters per generated character, against the matmul peak measured in
-the same run.
+256 samples) and step precision (auto, and each fixed one; onnx where
+onnxruntime is installed) it reports characters per second over all
+samples, and achieved FLOP/s counted as 2 × parameters per generated
+character, against the matmul peak measured in the same run.
 
 Prompt length: a 10-character and a 10,000-character prompt from Alice; the
 time to the first character includes reading the prompt, the cost per
@@ -26,6 +26,7 @@ import torch
 import lstmgen
 from lstmgen.text.corpus import read_corpus
 from lstmgen.sampling.config import PLAIN, SampleConfig
+from lstmgen.sampling.onnx_step import onnx_step_problem
 from lstmgen.sampling.steps import int8_available, step_precision
 from lstmgen.precision import PrecisionChoice
 
@@ -114,6 +115,7 @@ def main() -> None:
     text = read_corpus(require(ALICE), model.corpus_config).text
     prompt = text[1000:1010]
     precisions = ["auto", "fp32", "bf16"] + (["int8"] if int8_available(device) else [])
+    precisions += ["onnx"] if onnx_step_problem(model.model) is None else []  # with lstmgen[onnx], on a CPU
 
     rows = []
     choices = {n: step_precision(model.model, "auto", n).to_dict() for n in args.batches}

@@ -220,3 +220,23 @@ def test_a_preset_trains_its_slower_settings_on_a_machine_below_its_speed_floor(
     # A setting the user chose is never replaced.
     assert speed_floor("cpu-20min", {}) is not None
     assert speed_floor("cpu-20min", {"hidden_size": 512}) is None and speed_floor("cpu-5min", {}) is None
+
+
+def test_generation_times_again_once_onnxruntime_is_installed(monkeypatch):
+    """The candidates are part of what a cached choice was measured for: a
+    choice made without onnxruntime is not reused once it can run."""
+    import importlib.util
+
+    from lstmgen.sampling.onnx_step import onnx_step_problem
+
+    model = LSTMLanguageModel(ModelConfig(vocab_size=30, hidden_size=48, embedding_dim=8)).eval()
+    if onnx_step_problem(model) is not None:
+        pytest.skip("onnxruntime and onnx are not installed")
+    real = importlib.util.find_spec
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+        without = step_precision(model, "auto", 1)
+    with_it = step_precision(model, "auto", 1)
+    assert "onnx" not in without.ms and without.how == "measured"
+    assert "onnx" in set(with_it.ms) | set(with_it.ruled_out) and with_it.how == "measured"
+    assert step_precision(model, "auto", 1).how == "cached"

@@ -46,6 +46,10 @@ _MIN_ROUNDS = 2
 _CACHE_FORMAT = 2
 """Raised whenever what is timed or recorded changes, so old timings are dropped."""
 _MAX_ROUNDS = 200
+_SETTLE_S = 0.005
+"""Pause before each timed call. PyTorch's OpenMP threads spin for some
+milliseconds after their work and take a core from whatever runs next:
+onnxruntime's steps right after PyTorch's measured 1.5× their own speed."""
 
 Call = Callable[[], object]
 
@@ -149,6 +153,7 @@ def time_calls(calls: dict[str, Call], device: torch.device,
     for rounds in range(1, _MAX_ROUNDS + 1):
         for name, call in calls.items():
             if name not in dropped:
+                time.sleep(_SETTLE_S)
                 best[name] = min(best[name], _seconds(call, device))
         if rounds == 1 and FP32 in best:
             for name, seconds in best.items():
@@ -190,12 +195,13 @@ def _warm_up(candidates: dict[str, Callable[[], Call]]) -> tuple[dict[str, Call]
 
 
 def choose(task: str, shape: dict, candidates: dict[str, Callable[[], Call]], device: torch.device,
-           timed: str, tokens: int = 0) -> PrecisionChoice:
+           timed: str, tokens: int = 0, repeats: int = 1) -> PrecisionChoice:
     """Measure (or recall) which of ``candidates`` runs ``task`` fastest.
 
     ``candidates`` maps a precision to a factory of its timed call, fp32
     first. ``shape`` names everything the timing depends on besides the
-    machine; with ``task`` it is the cache key.
+    machine; with ``task`` it is the cache key. A call that does ``timed``
+    ``repeats`` times over is recorded per repetition.
     """
     key = json.dumps([task, shape], sort_keys=True)
     try:
@@ -207,7 +213,7 @@ def choose(task: str, shape: dict, candidates: dict[str, Callable[[], Call]], de
         calls, ruled_out = _warm_up(candidates)
         # fp32 is timed even alone: its figure goes into the run's record.
         ms, slow = time_calls(calls, device)
-        ms = {name: round(value, 4) for name, value in ms.items()}
+        ms = {name: round(value / repeats, 4) for name, value in ms.items()}
         ruled_out.update(slow)
     choice = PrecisionChoice(pick(ms), "measured", ms, ruled_out, timed, round(time.perf_counter() - start, 3),
                              tokens)

@@ -13,12 +13,16 @@ The graph, for L layers (shapes for N streams)::
     h0' (1, N, H) ─ LSTM(W1, R1, B1; h1, c1) ─ h1' ─ … ─ LSTM(…) ─ h'(L-1) ─ [Gather(head_rows)] ─ Gemm(head) ─ logits
 
 - layer 0's input projection is folded into a (V, 4H) table, as in
-  StepWeights: one row lookup instead of a product with the input;
-- the higher layers are ONNX's own LSTM operator, one kernel each; a cell
-  built from Gemm and element-wise nodes measured slower there from 8
-  streams on (its element-wise nodes each pass over the gates again);
+  StepWeights: one row lookup instead of a product with the input (for a
+  one-hot model, instead of a product with V-wide one-hot rows);
+- the higher layers are ONNX's own LSTM operator, one kernel each. Every
+  layer as the operator, or every layer by hand, generated as fast within
+  the noise of a shared 2-core machine (1, 8 and 64 streams);
 - with no table (an embedding model whose table would be too large),
   layer 0 is an LSTM operator too, fed the Gather of its embedding.
+
+Every row is computed alike whatever the batch size (row_stable_batch
+finds 1), so a Batcher stepping with it pads nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ OPSET = 17
 NEEDS = "--precision onnx needs onnxruntime and onnx: pip install 'lstmgen[onnx]'"
 _GRAPH_BYTES = 2**31 - 2**26
 """An in-memory ONNX graph is one protobuf message, which cannot reach 2 GiB."""
+TABLE_FLOATS = 1 << 24
+"""Floats (64 MB) in layer 0's table at most, as StepWeights."""
 
 
 def onnx_step_problem(model: LSTMLanguageModel) -> str | None:
@@ -47,10 +53,10 @@ def onnx_step_problem(model: LSTMLanguageModel) -> str | None:
     # choice read from the cache (or one that goes to fp32) never needs.
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
         return NEEDS
-    size = 4 * sum(p.numel() for p in model.parameters())
-    if size > _GRAPH_BYTES // 2:  # the graph also holds layer 0's table
-        return (f"--precision onnx holds the weights in one graph of at most 2 GB, and this model's are "
-                f"{size / 2**30:.1f} GB in fp32; use --precision auto or fp32")
+    size = 4 * (sum(p.numel() for p in model.parameters()) + TABLE_FLOATS)
+    if size > _GRAPH_BYTES:
+        return (f"--precision onnx holds the weights in one graph of at most 2 GB, and this model needs up to "
+                f"{size / 2**30:.1f} GB; use --precision auto or fp32")
     return None
 
 
@@ -58,7 +64,7 @@ class OnnxStep:
     """StepWeights' interface (``step``, ``hidden_size``, ``num_layers``,
     ``precision``, ``model``), stepping through an onnxruntime session."""
 
-    _TABLE_LIMIT = 1 << 24  # floats (64 MB), as StepWeights
+    _TABLE_LIMIT = TABLE_FLOATS  # a test sets it to 0 for the layout without a table
 
     def __init__(self, model: LSTMLanguageModel):
         problem = onnx_step_problem(model)
@@ -70,10 +76,11 @@ class OnnxStep:
         # A one-hot model's table is exactly as large as its first input matrix.
         self.table = cfg.input_mode == "onehot" or cfg.vocab_size * 4 * cfg.hidden_size <= self._TABLE_LIMIT
         self.inits = _initializers(model, self.table)
-        # A state input of a layer run as the LSTM operator is (1, N, H), of one by hand (N, H).
-        self.by_hand = [self.table] + [False] * (cfg.num_layers - 1)
-        self.state_names = [f"{kind}{layer}" for layer in range(cfg.num_layers) for kind in "hc"]
+        # Per layer: its state's input names, and whether it is run as the
+        # LSTM operator, whose state is (1, N, H) where a layer by hand's is (N, H).
+        self.states = [(f"h{layer}", f"c{layer}", layer > 0 or not self.table) for layer in range(cfg.num_layers)]
         self.sessions = {False: _session(_graph(model, self.inits, self.table, head_rows=False))}
+        self.outputs = [o.name for o in self.sessions[False].get_outputs()]
 
     def step(self, token: torch.Tensor, h: list[torch.Tensor], c: list[torch.Tensor],
              head_rows: torch.Tensor | None = None):
@@ -81,17 +88,21 @@ class OnnxStep:
         lists of (N, H) per layer (fp32); returns logits (N, V) fp32, or only
         the rows ``head_rows``, and the new h, c lists."""
         # .numpy() and torch.from_numpy share memory: no copy either way.
+        # This wrapping costs about 30 µs a step, a sixth of one stream's step.
         feed = {"token": token.numpy()}
-        for layer, (hl, cl) in enumerate(zip(h, c)):
-            hn, cn = hl.numpy(), cl.numpy()
-            if not self.by_hand[layer]:
-                hn, cn = hn[None], cn[None]  # (1, N, H): the LSTM operator's (directions, batch, hidden)
-            feed[f"h{layer}"], feed[f"c{layer}"] = hn, cn
+        for (h_name, c_name, operator), hl, cl in zip(self.states, h, c):
+            if operator:  # (1, N, H): the operator's (directions, batch, hidden)
+                feed[h_name], feed[c_name] = hl.numpy()[None], cl.numpy()[None]
+            else:
+                feed[h_name], feed[c_name] = hl.numpy(), cl.numpy()
         if head_rows is not None:
             feed["head_rows"] = head_rows.numpy()
-        out = self._session(head_rows is not None).run(None, feed)
-        states = [torch.from_numpy(o).view(-1, self.hidden_size) for o in out[1:]]
-        return torch.from_numpy(out[0]), states[0::2], states[1::2]
+        logits, *states = self._session(head_rows is not None).run(self.outputs, feed)
+        new_h, new_c = [], []
+        for layer in range(self.num_layers):
+            new_h.append(torch.from_numpy(states[2 * layer].reshape(-1, self.hidden_size)))
+            new_c.append(torch.from_numpy(states[2 * layer + 1].reshape(-1, self.hidden_size)))
+        return torch.from_numpy(logits), new_h, new_c
 
     def _session(self, head_rows: bool):
         """The graph whose head reads only some rows is built when first needed (window generation)."""
@@ -108,9 +119,11 @@ def _session(graph):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning threads kept onnxruntime 1.3× faster alone, but they spin on
-    # while PyTorch samples the next token, and took the cores from it.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Its threads wait for the next step spinning, as by default (without,
+    # the bundled model made 2,600 characters/s instead of 4,300 on 2 cores,
+    # 1 stream), but for 200 µs at most: the default spins for so long that
+    # PyTorch's work after it ran at up to half speed.
+    options.add_session_config_entry("session.intra_op.spin_duration_us", "200")
     options.log_severity_level = 3
     return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
@@ -170,22 +183,22 @@ def _graph(model: LSTMLanguageModel, inits: dict[str, np.ndarray], table: bool, 
         state("h0", False)
         state("c0", False)
         nodes += _cell_by_hand(helper)
-        x, first = "h0_out", 1
+        x, seq, first = "h0_out", False, 1  # (N, H)
     else:
         nodes.append(helper.make_node("Unsqueeze", ["token", "zero"], ["token_seq"]))  # (1, N)
         nodes.append(helper.make_node("Gather", ["inputs", "token_seq"], ["x0"], axis=0))  # (1, N, I)
         consts["zero"] = np.array([0], np.int64)
-        x, first = "x0", 0
+        x, seq, first = "x0", True, 0
     for layer in range(first, cfg.num_layers):
-        if layer == 1 and table:
-            nodes.append(helper.make_node("Reshape", [x, "sequence"], ["x1"]))  # (1, N, H)
-            x = "x1"
+        if not seq:
+            nodes.append(helper.make_node("Reshape", [x, "sequence"], [f"x{layer}"]))  # (1, N, H)
+            x, seq = f"x{layer}", True
         state(f"h{layer}", True)
         state(f"c{layer}", True)
         nodes.append(helper.make_node("LSTM", [x, f"W{layer}", f"R{layer}", f"B{layer}", "", f"h{layer}",
                                                f"c{layer}"], ["", f"h{layer}_out", f"c{layer}_out"], hidden_size=h))
         x = f"h{layer}_out"  # (1, N, H): one time step's output is the new h
-    if x != "h0_out" or not table:
+    if seq:
         nodes.append(helper.make_node("Reshape", [x, "rows"], ["top"]))  # (N, H)
         x = "top"
     if head_rows:
