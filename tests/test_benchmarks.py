@@ -214,3 +214,23 @@ def test_batcher_benchmark_reports_rounds_and_tokens(tmp_path):
     data = bench("batcher", "--streams", "4", "--seconds", "0.3", "--neighbour", "0.1,0.3", tmp_path=tmp_path)
     assert data["streams"] == 4 and data["ms_per_round"] > 0
     assert data["tokens_per_second"] > 0 and data["neighbour"] == "0.1,0.3"
+
+
+def test_items_benchmark_scores_both_models_on_the_same_items(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(corpus_path("names.txt").read_text().splitlines()[:400]) + "\n")
+    data = bench("items", str(names), "--framing", "lines", "--samples", "5", "--out-dir", str(tmp_path / "runs"),
+                 "--train-args=--max-steps 2 --hidden-size 8 --num-layers 1 --embedding-dim 4", tmp_path=tmp_path)
+    scores = data["scores"]
+    # One symbol per character and one per name, for both models.
+    assert scores["items_on_items"]["tokens"] == scores["stream_on_items"]["tokens"] == sum(
+        len(n) + 1 for n in names.read_text().split()[-40:])
+    assert set(data["samples"]) == {"items", "stream", "held_out"}
+    assert data["samples"]["held_out"]["count"] == 40 and data["samples"]["items"]["count"] == 5
+
+
+def test_onnx_step_benchmark_compares_onnxruntime_with_lstmgen(tmp_path):
+    pytest.importorskip("onnxruntime")
+    data = bench("onnx_step", "--batches", "1", "--seconds", "0.05", "--rounds", "1", tmp_path=tmp_path)
+    assert [r["way"] for r in data["rows"]] == ["onnx step", "lstmgen auto", "lstmgen fp32"]
+    assert all(r["tokens_per_second"] > 0 for r in data["rows"]) and data["rows"][0]["vs_onnx"] == 1.0
