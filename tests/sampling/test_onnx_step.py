@@ -118,10 +118,13 @@ def test_window_generation_reads_its_head_rows_through_onnx():
 
 
 @needs_onnxruntime
-def test_auto_times_onnx_as_one_more_candidate():
+def test_auto_times_onnx_as_one_more_candidate_for_one_stream():
     model = tiny()
-    choice = step_precision(model, "auto", 2)
+    choice = step_precision(model, "auto", 1)
     assert "onnx" in set(choice.ms) | set(choice.ruled_out)
+    # Beyond one stream it lost whole generation on a 2-core CPU (steps.step_precision), so it is not a candidate.
+    choice = step_precision(model, "auto", 2)
+    assert "onnx" not in set(choice.ms) | set(choice.ruled_out)
     assert step_precision(model, "onnx", 64) == step_precision(model, "onnx", 1)  # requested: not timed
     assert step_precision(model, "onnx", 64).how == "requested"
 
