@@ -30,6 +30,7 @@ from lstmgen.model import LSTMLanguageModel, ModelConfig
 from lstmgen.precision import PrecisionChoice
 from lstmgen.training.presets import resolve
 from lstmgen.text.tokenizer import CharTokenizer
+from lstmgen.text.batches import TokenSplit
 from lstmgen.training.loop import epoch_batches
 from lstmgen.training.trainer import Trainer
 
@@ -46,7 +47,7 @@ def throughput(preset: str, precision: str, device: torch.device, steps: int, wa
     model = LSTMLanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, **model_options)).to(device).train()
     trainer = Trainer(model, config, device)
     call = torch.compile(model) if compile_model else model
-    batches = epoch_batches(config, ids, config.batch_size, 0)
+    batches = epoch_batches(config, TokenSplit(ids, ids[:0]), config.batch_size, 0)
     stream = config.framing == "stream"
     carried = None
     data_s = 0.0
