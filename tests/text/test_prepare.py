@@ -78,6 +78,8 @@ def test_training_on_prepared_data_maps_it_in_place(tmp_path):
     assert model.evaluate_validation().loss_nats == pytest.approx(result.best_val_loss, abs=1e-4)
     with pytest.raises(LstmgenError, match="corpus options were fixed"):
         lstmgen.train(tmp_path / "d", tmp_path / "run2", max_steps=1, progress=False, log=quiet, lowercase=True)
+    with pytest.raises(LstmgenError, match="prepared as a stream, not for --framing lines; prepare it with --framing lines"):
+        lstmgen.train(tmp_path / "d", tmp_path / "run3", max_steps=1, progress=False, log=quiet, framing="lines")
     assert lstmgen.resume(tmp_path / "run", max_steps=4, progress=False, log=quiet).steps == 4
 
 

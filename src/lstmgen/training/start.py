@@ -303,10 +303,11 @@ def _train(corpus_path, out: Path, model_options, corpus_config: CorpusConfig, c
 
 def framing_of_data(corpus_path, config: TrainConfig, log) -> TrainConfig:
     """Prepared items train as the items they are: their framing replaces a
-    stream's; a stream cannot train as items, nor items as windows."""
+    stream's; a stream trains as a stream or as windows, not as items, and
+    items neither as windows nor as the other kind of items."""
     data_framing = json.loads((Path(corpus_path) / "meta.json").read_text(encoding="utf-8")).get("framing", "stream")
-    if data_framing == config.framing:
-        return config
+    if data_framing == config.framing or (data_framing == "stream" and not config.items):
+        return config  # windows are cut from a stream as it lies
     if data_framing != "stream" and config.framing == "stream":
         log(f"lstmgen: {corpus_path} was prepared as items ({data_framing}), so they train as items")
         return dataclasses.replace(config, framing=data_framing)
