@@ -581,14 +581,7 @@ def _items_tokenizer(writer: IdWriter, items: ItemOptions, tokenizer_config: Tok
     or BPE vocabulary learned from the training items, and the end token."""
     if tokenizer_config.level == "char":
         return ItemTokenizer(CharTokenizer(chars))
-    training = (item for k, item in enumerate(items.cut(writer)) if k < cut_items)
-    if tokenizer_config.level == "word":
-        counts: Counter = Counter()
-        for item in training:
-            counts.update(WordTokenizer.PATTERN.findall(item))
-        return ItemTokenizer(WordTokenizer.from_counts(counts, tokenizer_config.vocab_size or 10_000))
-    batches = iter(lambda: list(islice(training, 1000)), [])
-    return ItemTokenizer(BPETokenizer.from_batches(batches, tokenizer_config.vocab_size or 2_000))
+    return tokenizer_config.build_items(islice(items.cut(writer), cut_items))
 
 
 def is_data_dir(path: str | os.PathLike) -> bool:

@@ -12,6 +12,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
@@ -191,18 +192,23 @@ class TokenizerConfig:
             return WordTokenizer.from_text(text, self.vocab_size or 10_000)
         return BPETokenizer.from_text(text, self.vocab_size or 2_000)
 
-    def build_items(self, items: list[str]) -> "ItemTokenizer":
-        """The vocabulary of ``items`` and the end-of-item token. Learned from
-        the items alone: no separator between them may enter the vocabulary,
-        or the model could write one inside an item."""
+    def build_items(self, items) -> "ItemTokenizer":
+        """The vocabulary of ``items`` (any iterable, read once, so a stream of
+        items works) and the end-of-item token. Learned from the items alone:
+        no separator between them may enter the vocabulary, or the model could
+        write one inside an item."""
+        items = iter(items)
         if self.level == "char":
-            return ItemTokenizer(CharTokenizer.from_text("".join(items)))
+            chars = set()
+            for item in items:
+                chars.update(item)
+            return ItemTokenizer(CharTokenizer(sorted(chars)))
         if self.level == "word":
             counts = Counter()
             for item in items:
                 counts.update(WordTokenizer.PATTERN.findall(item))
             return ItemTokenizer(WordTokenizer.from_counts(counts, self.vocab_size or 10_000))
-        batches = (items[i:i + 1000] for i in range(0, len(items), 1000))
+        batches = iter(lambda: list(islice(items, 1000)), [])
         return ItemTokenizer(BPETokenizer.from_batches(batches, self.vocab_size or 2_000))
 
 
