@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -131,6 +133,27 @@ def test_bad_input_gets_one_clear_line(files, args, needles):
     alice = corpus_path("alice-gutenberg-11-utf8.txt")
     argv = [a.format(d=files, alice=alice) for a in args]
     one_error_line(run_cli(*argv), *needles)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["train", "{d}/missing.txt", "--out", "{d}/o"], ["no such file"]),
+    (["train", "{d}/empty.txt", "--out", "{d}/o"], ["is empty"]),
+    (["train", "{d}/a-file", "--out", "{d}/o", "--preset", "huge"], ["unknown preset"]),
+    (["generate", "{d}/missing-run"], ["no such run directory"]),
+    (["evaluate", "{d}/notrun"], ["not an lstmgen checkpoint"]),
+    (["samples-report", "{d}/a-file"], ["is a file"]),
+    (["chat", "{d}/missing-run"], ["no such run directory"]),
+])
+def test_a_wrong_path_fails_before_pytorch_is_imported(files, args, needles):
+    """Importing PyTorch takes seconds; a typo in a path is refused before it."""
+    argv = [a.format(d=files) for a in args]
+    code = ("import sys\nfrom lstmgen.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)\n"
+            "sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, timeout=60)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and err.splitlines()[-1] == "torch not imported", err
+    assert all(needle in err.splitlines()[0] for needle in needles), err
 
 
 def test_broken_checkpoints_are_refused(run_dir, tmp_path):

@@ -22,6 +22,7 @@ _EXPORTS = {
     # model, training
     "ModelConfig": "model", "TrainConfig": "training.config", "TrainResult": "training.config",
     "PRESETS": "training.presets", "train": "api", "resume": "api",
+    "check_new_run": "training.config", "checked_checkpoint": "checkpoint_files",
     # other tools' formats
     "import_keras": "interop.keras", "read_keras": "interop.keras", "export_onnx": "interop.onnx",
     # sampling, evaluation

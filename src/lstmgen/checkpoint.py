@@ -28,22 +28,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .text.corpus import CorpusConfig
+# The checks that need no PyTorch live there, for the command line to run first; still importable from here.
+from .checkpoint_files import CONFIG, FORMAT_VERSION, TOKENIZER, WEIGHTS, checked_checkpoint
+from .checkpoint_files import read_config, resolve_checkpoint  # noqa: F401
 from .errors import LstmgenError
 from .model import LSTMLanguageModel, ModelConfig
 from .text.tokenizer import CharTokenizer, tokenizer_from_dict
 
-FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-TOKENIZER = "tokenizer.json"
 TRAINER_TENSORS = "trainer_state.safetensors"
 TRAINER_JSON = "trainer_state.json"
 # safetensors creates its file with mode 0600; give it the mode every other
 # file gets, so that a run directory can be shared like any other.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-_PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
-_KERAS_SUFFIXES = {".h5", ".hdf5", ".keras"}
 
 
 @dataclass
@@ -159,61 +156,10 @@ def save_checkpoint(
         raise
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """Find the checkpoint directory for a run directory or a checkpoint path."""
-    p = Path(path)
-    if p.is_file():
-        if p.suffix.lower() in _KERAS_SUFFIXES:
-            raise LstmgenError(
-                f"{p} is a Keras file; import it first: lstmgen import-keras {p} --corpus TEXT_FILE --out NEW_RUN"
-            )
-        if p.suffix.lower() in _PICKLE_SUFFIXES:
-            raise LstmgenError(
-                f"{p} is a {p.suffix} file; lstmgen never loads pickled files. "
-                "Give a run directory or a checkpoint directory holding model.safetensors and config.json"
-            )
-        if p.name in (WEIGHTS, CONFIG, TOKENIZER):
-            return resolve_checkpoint(p.parent)
-        raise LstmgenError(f"{p} is a file; give a run directory (from lstmgen train --out) or a checkpoint directory")
-    if not p.exists():
-        raise LstmgenError(f"{p}: no such run directory; give the --out directory of lstmgen train")
-    if (p / CONFIG).exists() or (p / WEIGHTS).exists():
-        return p
-    for name in ("best", "last"):
-        for candidate in (p / name, p / f".{name}.old"):
-            if (candidate / CONFIG).exists():
-                return candidate
-    raise LstmgenError(
-        f"{p} is not an lstmgen checkpoint (no config.json, best/ or last/ inside); "
-        "give the --out directory of lstmgen train"
-    )
-
-
-def read_config(directory: Path) -> dict:
-    try:
-        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LstmgenError(f"{directory} has no {CONFIG}; the checkpoint is incomplete, re-train or copy it again") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LstmgenError(f"{directory / CONFIG} is corrupt (not valid JSON); re-train or copy the checkpoint again") from None
-    if not isinstance(config, dict) or config.get("format") != "lstmgen":
-        raise LstmgenError(f"{directory / CONFIG} is not an lstmgen checkpoint config")
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise LstmgenError(
-            f"{directory} has checkpoint format version {version!r}, but this lstmgen reads version "
-            f"{FORMAT_VERSION}; use the lstmgen version that wrote it"
-        )
-    return config
-
-
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint (or the best one of a run directory), verifying its weights."""
-    directory = resolve_checkpoint(path)
-    config = read_config(directory)
+    directory, config = checked_checkpoint(path)
     weights = directory / WEIGHTS
-    if not weights.exists():
-        raise LstmgenError(f"{directory} has no {WEIGHTS}; the checkpoint is incomplete, re-train or copy it again")
     expected = config.get("weights_sha256")
     if expected and sha256_file(weights) != expected:
         raise LstmgenError(

@@ -427,10 +427,18 @@ def cmd_train(args) -> int:
         raise LstmgenError("give the CORPUS text file to train on (or --resume RUN_DIR to continue a run)")
     if not args.out:
         raise LstmgenError("give --out RUN_DIR, the directory for checkpoints and metrics")
+    lstmgen.check_new_run(args.corpus, args.preset)
     lstmgen.train(args.corpus, args.out, preset=args.preset, init_from=args.init_from,
                   replace_unknown=args.replace_unknown, force=args.force, progress=not args.quiet, log=_note,
                   **overrides)
     return 0
+
+
+def _check_run_dir(run_dir: str | None) -> None:
+    """lstmgen.load's first checks, made before PyTorch is imported (seconds),
+    so that a wrong path fails at once."""
+    if run_dir is not None:
+        lstmgen.checked_checkpoint(run_dir)
 
 
 def _read_prompt(args) -> str | None:
@@ -446,6 +454,7 @@ def _read_prompt(args) -> str | None:
 
 def cmd_generate(args) -> int:
     config = _sample_config(args)
+    _check_run_dir(args.run_dir)
     model = lstmgen.load(args.run_dir)
     if config.seed is None:
         seed = lstmgen.fresh_seed()
@@ -494,6 +503,7 @@ def cmd_chat(args) -> int:
     config = _sample_config(args)
     if config.num_samples != 1:
         raise LstmgenError("chat shows one text at a time; for several samples use lstmgen generate --num-samples")
+    _check_run_dir(args.run_dir)
     return lstmgen.chat(lstmgen.load(args.run_dir), config, warn=_warn)
 
 
@@ -581,6 +591,7 @@ def _loopback(host: str) -> bool:
 
 
 def cmd_evaluate(args) -> int:
+    _check_run_dir(args.run_dir)
     model = lstmgen.load(args.run_dir)
     if args.text_file:
         result = model.evaluate_file(args.text_file, warn=_warn)
@@ -596,6 +607,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_samples_report(args) -> int:
+    _check_run_dir(args.run_dir)
     model = lstmgen.load(args.run_dir)
     settings = {text: lstmgen.parse_setting(text, lstmgen.SampleConfig()) for text in args.compare}
     if model.items:

@@ -221,23 +221,52 @@ def clean_text(text: str, config: CorpusConfig, source: str = "text") -> Corpus:
     return Corpus(text=text, source=source, encoding="", notes=notes)
 
 
+def _check_path(p: Path) -> None:
+    if not p.exists():
+        raise LstmgenError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise LstmgenError(f"{p} is a directory; give the path of a text file")
+
+
+def _unreadable(p: Path, exc: OSError) -> LstmgenError:
+    if isinstance(exc, PermissionError):
+        return LstmgenError(f"{p}: permission denied; make the file readable")
+    return LstmgenError(f"{p}: cannot be read ({exc.strerror}); check the file")
+
+
+def _empty(p: Path) -> LstmgenError:
+    return LstmgenError(f"{p} is empty; give a file with some text in it")
+
+
+def check_corpus_file(path: str | os.PathLike) -> None:
+    """The first checks of :func:`read_corpus`, with its errors, without reading
+    the file: it exists, is not a directory, opens, and is not empty. Cheap and
+    free of PyTorch, so that ``lstmgen train`` refuses a wrong path at once."""
+    p = Path(path)
+    _check_path(p)
+    if not p.is_file():
+        return  # a pipe or a device: reading a byte would take it from read_corpus
+    try:
+        with open(p, "rb") as f:
+            empty = not f.read(1)
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
+    if empty:
+        raise _empty(p)
+
+
 def read_corpus(path: str | os.PathLike, config: CorpusConfig | None = None) -> Corpus:
     """Read a text file into a :class:`Corpus`, raising :class:`LstmgenError` with
     a fix for every kind of bad file."""
     config = config or CorpusConfig()
     p = Path(path)
-    if not p.exists():
-        raise LstmgenError(f"{p}: no such file; check the path")
-    if p.is_dir():
-        raise LstmgenError(f"{p} is a directory; give the path of a text file")
+    _check_path(p)
     try:
         data = p.read_bytes()
-    except PermissionError:
-        raise LstmgenError(f"{p}: permission denied; make the file readable") from None
     except OSError as exc:
-        raise LstmgenError(f"{p}: cannot be read ({exc.strerror}); check the file") from None
+        raise _unreadable(p, exc) from None
     if not data:
-        raise LstmgenError(f"{p} is empty; give a file with some text in it")
+        raise _empty(p)
     try:
         text, used, notes = decode_bytes(data, config.encoding)
     except _BinaryFile:

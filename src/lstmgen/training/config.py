@@ -149,3 +149,18 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_val_loss: float | None = None
     """The best held-out loss of the whole run, earlier sessions included."""
+
+
+def check_new_run(corpus: str, preset: str | None = None) -> None:
+    """What :func:`lstmgen.train` refuses a new run for that needs no PyTorch:
+    an unknown preset, a missing, empty or unreadable corpus file. The command
+    line calls it before PyTorch is imported (seconds), so a typo fails at once;
+    train makes the same checks with the same messages."""
+    from ..text.corpus import check_corpus_file
+    from ..text.prepare import is_data_dir
+    from .presets import get_preset
+
+    if preset is not None:
+        get_preset(preset)
+    if not is_data_dir(corpus):
+        check_corpus_file(corpus)
