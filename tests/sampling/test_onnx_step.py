@@ -155,3 +155,30 @@ def test_the_batcher_tests_pass_with_onnx_steps(test, monkeypatch):
     monkeypatch.setattr(batcher_module, "step_weights", onnx_steps)
     monkeypatch.setattr(test_batcher, "step_weights", onnx_steps)
     test()
+
+
+@needs_onnxruntime
+@pytest.mark.parametrize("precision", ["onnx", "fp32"])
+def test_sampling_between_onnx_steps_runs_pytorch_on_one_thread(precision, monkeypatch):
+    """onnxruntime's threads hold the cores between its steps, so PyTorch's
+    sampling runs on one thread then, and gets its threads back after; with
+    PyTorch's own steps nothing changes."""
+    from lstmgen.sampling import stream as stream_module
+
+    seen = []
+    chosen = stream_module.next_tokens
+
+    def next_tokens(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return chosen(*args, **kwargs)
+
+    monkeypatch.setattr(stream_module, "next_tokens", next_tokens)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = lstmgen.load(None)
+        texts = model.generate("Alice ", SampleConfig(max_new_tokens=20, num_samples=4, seed=1, precision=precision))
+        assert len(texts) == 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1 if precision == "onnx" else 2] * 20

@@ -175,7 +175,8 @@ class Batcher:
             self._read_prompts(PROMPT_TOKENS_PER_ROUND)
         self._activate_read()
         if self.active:
-            tokens = self._sample(events)
+            with self.stepper.between_steps():
+                tokens = self._sample(events)
             keep = [i for i, job in enumerate(self.active) if job.finish_reason is None and not job.cancelled]
             if len(keep) < len(self.active):
                 self._retire(keep)

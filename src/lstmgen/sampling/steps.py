@@ -8,6 +8,7 @@ of the tutorial's re-run of a 100-character window per character.
 from __future__ import annotations
 
 import weakref
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +126,10 @@ class StepWeights:
             mats.append(model.head.weight)
             self.biases.append(model.head.bias)
             self.mats = [self._pack(m.detach().contiguous()) for m in mats]
+
+    def between_steps(self) -> nullcontext:
+        """PyTorch's work between steps runs as it is (OnnxStep's differs)."""
+        return nullcontext()
 
     def _pack(self, w: torch.Tensor):
         if self.precision == "int8":

@@ -77,8 +77,9 @@ class TokenStream:
         window = self.config.penalty_window
         for _ in range(count):
             self._read_pending()
-            token = next_tokens(self.logits.cpu(), self.config, self.generator, self.history)  # (N,)
-            self.history.push(token)
+            with self.stepper.between_steps():
+                token = next_tokens(self.logits.cpu(), self.config, self.generator, self.history)  # (N,)
+                self.history.push(token)
             for recent, t in zip(self.recent, token.tolist()):
                 recent.append(t)
                 if len(recent) > 2 * window:  # trimmed now and then, not at every token
