@@ -1,7 +1,7 @@
 """Time to quality: how long the default recipe needs to reach the best
 held-out loss that the tutorial's model reaches in a fixed budget.
 
-    .venv/bin/python benchmarks/time_to_quality.py [--minutes 20] [--json out.json]
+    .venv/bin/python benchmarks/time_to_quality.py [--minutes 20] [--eval-max-tokens N] [--json out.json]
 
 Both sides train with lstmgen on the same text and the same split: Alice,
 lowercased as in the tutorial, the last 10% of characters held out.
@@ -44,15 +44,19 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="the tutorial model's budget")
     parser.add_argument("--default-minutes", type=float, default=5.0,
                         help="the default recipe's planned budget (its schedule); it stops at the target")
+    parser.add_argument("--eval-max-tokens", type=int, default=None,
+                        help="validate both runs on only the first N held-out characters (default: all of them)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    held_out = {} if args.eval_max_tokens is None else {"eval_max_tokens": args.eval_max_tokens}
     device, peak = start("auto")
     with tempfile.TemporaryDirectory() as tmp:
-        tutorial = run("tutorial-small", Path(tmp) / "tutorial", max_minutes=args.minutes, epochs=1000)
+        tutorial = run("tutorial-small", Path(tmp) / "tutorial", max_minutes=args.minutes, epochs=1000,
+                       **held_out)
         best = min((r for r in tutorial if r.get("val_loss_nats") is not None), key=lambda r: r["val_loss_nats"])
         target = best["val_loss_nats"]
         ours = run("default", Path(tmp) / "default", lowercase=True, eval_every=5, stop_at_loss=target,
-                   max_minutes=args.default_minutes)
+                   max_minutes=args.default_minutes, **held_out)
     reached = first_at_or_below(ours, target)
     rows = [
         {"recipe": "tutorial-small", "budget_min": args.minutes, "best_val_loss_nats": target,
@@ -74,7 +78,8 @@ def main() -> None:
     else:
         print("the default recipe did not reach the target within its budget")
     write_json(args.json, {"machine": machine(device), "peak_flops_per_second": peak, "target_nats": target,
-                           "rows": rows, "ratio": ratio, "tutorial_history": tutorial, "default_history": ours})
+                           "eval_max_tokens": args.eval_max_tokens, "rows": rows, "ratio": ratio,
+                           "tutorial_history": tutorial, "default_history": ours})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training throughput, achieved FLOP/s and model FLOP utilisation (MFU).
 
-    .venv/bin/python benchmarks/training.py [--steps 30] [--device auto] [--json out.json]
+    .venv/bin/python benchmarks/training.py [--steps 30] [--warmup 5] [--device auto] [--json out.json]
         [--batches 32 64 128] [--threads-sweep] [--compile]
 
 For each preset (default, tutorial-small, tutorial-large) and precision (auto,
@@ -80,10 +80,11 @@ def throughput(preset: str, precision: str, device: torch.device, steps: int, wa
     }
 
 
-def attempt(preset: str, precision: str, device: torch.device, steps: int, **overrides) -> dict | None:
+def attempt(preset: str, precision: str, device: torch.device, steps: int, warmup: int = 5,
+            **overrides) -> dict | None:
     """A row, or None (said on the terminal) where this machine cannot train in ``precision``."""
     try:
-        row = throughput(preset, precision, device, steps, **overrides)
+        row = throughput(preset, precision, device, steps, warmup, **overrides)
     except LstmgenError as exc:
         print(f"{preset} in {precision}: not run: {exc}")
         return None
@@ -94,6 +95,7 @@ def attempt(preset: str, precision: str, device: torch.device, steps: int, **ove
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before the timed ones (default 5)")
     parser.add_argument("--presets", nargs="+", default=["default", "tutorial-small", "tutorial-large"])
     parser.add_argument("--precisions", nargs="+", default=["auto", "fp32", "bf16"])
     parser.add_argument("--device", default="auto")
@@ -104,18 +106,20 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device, peak = start(args.device)
-    rows = [r for p in args.presets for prec in args.precisions if (r := attempt(p, prec, device, args.steps))]
+    rows = [r for p in args.presets for prec in args.precisions
+            if (r := attempt(p, prec, device, args.steps, args.warmup))]
     for batch in args.batches:
-        rows += [r for prec in args.precisions if (r := attempt("default", prec, device, args.steps, batch_size=batch))]
+        rows += [r for prec in args.precisions if (r := attempt("default", prec, device, args.steps, args.warmup,
+                                                                          batch_size=batch))]
     threads = torch.get_num_threads()
     if args.threads_sweep and device.type == "cpu" and threads > 1:
         torch.set_num_threads(1)
-        rows += [r for prec in args.precisions if (r := attempt("default", prec, device, args.steps))]
+        rows += [r for prec in args.precisions if (r := attempt("default", prec, device, args.steps, args.warmup))]
         torch.set_num_threads(threads)
     if args.compile:
         for prec in args.precisions:
             try:
-                rows.append(throughput("default", prec, device, args.steps, compile_model=True))
+                rows.append(throughput("default", prec, device, args.steps, args.warmup, compile_model=True))
             except Exception as exc:  # noqa: BLE001 - report and go on; compile support varies
                 print(f"torch.compile ({prec}) failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
     for r in rows:

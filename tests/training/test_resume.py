@@ -5,6 +5,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,9 +109,9 @@ def test_interrupt_checkpoints_and_says_how_to_resume(reference, tmp_path, sig, 
     assert_same_run(reference, run)
 
 
-def test_resume_with_a_raised_limit_continues(tmp_path):
+def test_resume_with_a_raised_limit_continues(reference, tmp_path):
     run = tmp_path / "run"
-    assert run_cli(*train_args(run)).returncode == 0
+    shutil.copytree(reference, run)  # a finished run of STEPS steps
     again = run_cli("train", "--resume", str(run), "--quiet")
     assert again.returncode == 0 and b"already reached its limits" in again.stderr
     longer = run_cli("train", "--resume", str(run), "--max-steps", str(STEPS + 5), "--quiet")
@@ -172,9 +173,9 @@ def test_checkpoint_every_minutes_writes_between_evaluations(tmp_path):
     assert not (run / "metrics.jsonl").read_text().strip()  # no evaluation happened yet
 
 
-def test_existing_run_names_resume_and_force(tmp_path):
+def test_existing_run_names_resume_and_force(reference, tmp_path):
     run = tmp_path / "run"
-    assert run_cli(*train_args(run, "--max-steps", "2")).returncode == 0
+    shutil.copytree(reference, run)
     again = run_cli(*train_args(run, "--max-steps", "2"))
     assert again.returncode == 1
     assert f"--resume {run}".encode() in again.stderr and b"--force" in again.stderr
