@@ -45,6 +45,80 @@ def test_import_keras_reproduces_keras_predictions(name, expected_name, tmp_path
     np.testing.assert_allclose(probs, np.array(expected["next_char_probabilities"]), atol=1e-5, rtol=0)
 
 
+def write_keras2(keras, path, whole_model: bool) -> None:
+    """The fixture's weights in the layout Keras 2 wrote: layer groups named lstm_1, dropout_1,
+    dense_1 (each LSTM followed by its dropout), datasets 'LAYER/LAYER/kernel:0', each group's
+    'weight_names' attribute, and for a whole model (ModelCheckpoint's default) everything under
+    model_weights/ beside the model's config, its optimizer's weights under optimizer_weights/."""
+    import h5py
+
+    def names(layer, *weights):
+        return np.array([f"{layer}/{w}:0".encode() for w in weights], dtype="S")
+
+    layers = []
+    with h5py.File(path, "w") as f:
+        root = f.create_group("model_weights") if whole_model else f
+        for i, (kernel, recurrent, bias) in enumerate(keras.layers, 1):
+            layers += [(f"lstm_{i}", {"kernel": kernel, "recurrent_kernel": recurrent, "bias": bias}),
+                       (f"dropout_{i}", {})]
+        layers.append(("dense_1", {"kernel": keras.dense[0], "bias": keras.dense[1]}))
+        for name, arrays in layers:
+            group = root.create_group(name)
+            group.attrs["weight_names"] = names(name, *arrays)
+            for weight, array in arrays.items():
+                group.create_dataset(f"{name}/{weight}:0", data=array)
+        root.attrs["layer_names"] = np.array([n.encode() for n, _ in layers], dtype="S")
+        root.attrs["keras_version"], root.attrs["backend"] = b"2.4.0", b"tensorflow"
+        if whole_model:
+            f.attrs["keras_version"], f.attrs["backend"] = b"2.4.0", b"tensorflow"
+            f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {"name": "sequential_1", "layers": [
+                {"class_name": "LSTM", "config": {"name": n, "units": 256, "activation": "tanh",
+                                                  "recurrent_activation": "sigmoid"}} if n.startswith("lstm") else
+                {"class_name": "Dropout" if n.startswith("dropout") else "Dense", "config": {"name": n}}
+                for n, _ in layers]}}).encode()
+            adam = f.create_group("optimizer_weights/training/Adam")
+            adam.create_dataset("iterations:0", data=np.int64(7))
+            adam.create_dataset("lstm_1/kernel/m:0", data=np.zeros_like(keras.layers[0][0]))
+
+
+@pytest.mark.parametrize("name", ["tutorial-small", "tutorial-large"])
+@pytest.mark.parametrize("whole_model", [True, False], ids=["keras2-model", "keras2-weights-only"])
+def test_keras_2_files_give_kerass_predictions(name, whole_model, tmp_path):
+    """Keras 2 named its datasets 'lstm_1/lstm_1/kernel:0' and numbered layers from 1; the
+    architecture comes from the shapes all the same, and the probabilities are Keras's."""
+    expected = json.loads(fixture(f"{name}.expected.json").read_text())
+    keras2 = tmp_path / "weights-improvement-19-1.9435.hdf5"
+    write_keras2(lstmgen.read_keras(fixture(f"{name}.h5")), keras2, whole_model)
+    assert main(["import-keras", str(keras2), "--corpus", str(corpus_path(expected["corpus_file"])),
+                 "--out", str(tmp_path / "run")]) == 0
+    model = lstmgen.load(tmp_path / "run")
+    assert model.checkpoint.meta["imported_from"]["kind"] == (
+        "a Keras HDF5 model" if whole_model else "a Keras HDF5 weights file")
+    with torch.no_grad():
+        logits, _, _ = model.model(torch.tensor(expected["windows"]), None, last_only=True)
+    np.testing.assert_allclose(torch.softmax(logits.double(), -1).numpy(),
+                               np.array(expected["next_char_probabilities"]), atol=1e-5, rtol=0)
+
+
+def test_a_weights_only_file_from_before_keras_2_3_is_imported_with_a_warning(tmp_path, capsys):
+    """Keras 2.2 and earlier gave LSTMs hard_sigmoid gates by default, and a weights-only file
+    cannot say which the model had: the import goes on and says so in one line."""
+    import h5py
+
+    expected = json.loads(fixture("tutorial-small.expected.json").read_text())
+    old = tmp_path / "weights.hdf5"
+    write_keras2(lstmgen.read_keras(fixture("tutorial-small.h5")), old, whole_model=False)
+    with h5py.File(old, "a") as f:
+        f.attrs["keras_version"] = b"2.2.4"
+    assert main(["import-keras", str(old), "--corpus", str(corpus_path(expected["corpus_file"])),
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "(the whole file, lowercased, Gutenberg header kept)" in err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "Keras 2.2.4" in warnings[0] and "hard_sigmoid" in warnings[0]
+    assert "hard_sigmoid" in lstmgen.load(tmp_path / "run").checkpoint.meta["imported_from"]["warning"]
+
+
 def test_an_imported_model_generates_and_evaluates(tmp_path):
     expected = json.loads(fixture("tutorial-small.expected.json").read_text())
     corpus = corpus_path(expected["corpus_file"])
@@ -174,3 +248,26 @@ def test_rolling_windows_on_a_model_with_a_long_memory():
         stateful = model(torch.tensor([ids[:59]]), None)[0][0, window - 1:]
     torch.testing.assert_close(torch.stack(got), torch.stack(fresh), atol=1e-5, rtol=0)
     assert (torch.stack(fresh) - stateful).abs().max() > 1e-2  # the two ways really differ here
+
+
+def test_chat_on_an_imported_model_is_the_tutorials_generation(tmp_path):
+    """lstmgen chat on an imported tutorial model: a 100-character seed line at temperature 0
+    gives the tutorial's argmax text, and /continue goes on with it."""
+    import io
+
+    from lstmgen.chat import Chat
+
+    expected = json.loads(fixture("tutorial-large.expected.json").read_text())
+    corpus = corpus_path(expected["corpus_file"])
+    lstmgen.import_keras(fixture("tutorial-large.h5"), corpus, tmp_path / "run")
+    model = lstmgen.load(tmp_path / "run")
+    text = read_corpus(corpus, CorpusConfig(lowercase=True, keep_header=True)).text
+    seed = text[30_000:30_100].replace("\n", " ")  # a line typed at the prompt has no line ends
+    want = model.tokenizer.decode(tutorial_argmax(lstmgen.read_keras(fixture("tutorial-large.h5")), 45,
+                                                  model.tokenizer.encode(seed).tolist(), 60))
+    out, warnings = io.StringIO(), []
+    chat = Chat(model, lstmgen.SampleConfig.plain(temperature=0, max_new_tokens=40, precision="fp32"), out,
+                warnings.append)
+    assert chat.handle(seed) and chat.handle("/continue 20")
+    assert not warnings
+    assert out.getvalue().replace("\n", "") == (seed + want).replace("\n", "")

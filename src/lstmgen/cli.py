@@ -513,14 +513,17 @@ def cmd_import_keras(args) -> int:
     model = lstmgen.load(args.out)
     info = model.checkpoint.meta["imported_from"]
     _note(f"lstmgen: {info['kind']} with {info['architecture']}; vocabulary of {model.tokenizer.vocab_size} "
-          f"characters from {args.corpus}; written to {checkpoint}")
+          f"characters from {args.corpus} (the whole file, {info['corpus_read']}); written to {checkpoint}")
+    if info.get("warning"):
+        _warn(info["warning"])
     print(args.out)
     return 0
 
 
 def cmd_export(args) -> int:
     exported = lstmgen.export_onnx(args.run_dir, args.onnx, force=args.force)
-    check = ("onnxruntime not installed, so not checked" if exported.max_logit_difference is None else
+    check = ("not checked against PyTorch, since onnxruntime is not installed: pip install 'lstmgen[onnx]' "
+             "to check them" if exported.max_logit_difference is None else
              f"onnxruntime's logits within {exported.max_logit_difference:.1g} of PyTorch's")
     _note(f"lstmgen: wrote {', '.join(exported.files)} ({check}); {exported.out_dir / 'README.md'} shows how to "
           "run them")

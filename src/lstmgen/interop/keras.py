@@ -44,6 +44,19 @@ class KerasLSTM:
     """The head: kernel (H, V), bias (V,)."""
     kind: str
     """What the file was, in words."""
+    keras_version: str | None = None
+    """The Keras version the file names, where it names one."""
+    has_config: bool = False
+    """Whether the file holds the model's config (so its gate activations were checked)."""
+
+    @property
+    def gates_unchecked(self) -> bool:
+        """A weights-only file from Keras before 2.3, whose LSTMs defaulted to
+        hard_sigmoid gates: nothing in it says which gates the model had."""
+        if self.has_config or not self.keras_version:
+            return False
+        parts = [int(p) if p.isdigit() else 0 for p in re.split(r"[.+-]", self.keras_version)[:2]]
+        return parts[:1] == [1] or parts[:2] in ([2, 0], [2, 1], [2, 2])
 
     @property
     def hidden_size(self) -> int:
@@ -73,7 +86,7 @@ def read_keras(path: str | Path) -> KerasLSTM:
             config = json.loads(z.read("config.json")) if "config.json" in z.namelist() else None
             data = io.BytesIO(z.read("model.weights.h5"))
         with h5py.File(data, "r") as f:
-            return _from_hdf5(f, path, "a Keras 3 .keras file", config)
+            return _from_hdf5(f, path, "a Keras 3 .keras file", config, None)
     if not h5py.is_hdf5(path):
         raise LstmgenError(f"{path} is not an HDF5 or .keras file; give the .h5, .hdf5, .weights.h5 or .keras "
                            "file that Keras wrote")
@@ -81,7 +94,9 @@ def read_keras(path: str | Path) -> KerasLSTM:
         config = f.attrs.get("model_config")
         config = json.loads(config) if config is not None else None
         kind = "a Keras HDF5 model" if "model_weights" in f else "a Keras HDF5 weights file"
-        return _from_hdf5(f, path, kind, config)
+        version = f.attrs.get("keras_version")
+        version = version.decode() if isinstance(version, bytes) else None if version is None else str(version)
+        return _from_hdf5(f, path, kind, config, version)
 
 
 def _h5py():
@@ -92,7 +107,7 @@ def _h5py():
     return h5py
 
 
-def _from_hdf5(f, path: Path, kind: str, config: dict | None) -> KerasLSTM:
+def _from_hdf5(f, path: Path, kind: str, config: dict | None, version: str | None) -> KerasLSTM:
     _check_activations(config, path)
     groups = _weight_groups(f)
     lstms, dense, other = [], [], []
@@ -121,7 +136,7 @@ def _from_hdf5(f, path: Path, kind: str, config: dict | None) -> KerasLSTM:
     if kernel.shape[0] != hidden:
         raise LstmgenError(f"{path}: the Dense layer reads {kernel.shape[0]} inputs but the last LSTM has "
                            f"{hidden} units; this is another architecture")
-    return KerasLSTM(layers, (kernel, bias), kind)
+    return KerasLSTM(layers, (kernel, bias), kind, version, config is not None)
 
 
 def _check_activations(config: dict | None, path: Path) -> None:
@@ -226,6 +241,11 @@ def to_state_dict(keras: KerasLSTM) -> dict:
     return state
 
 
+def _how_read(lowercase: bool, strip_gutenberg: bool) -> str:
+    return ("lowercased" if lowercase else "case kept") + (
+        ", Gutenberg header removed" if strip_gutenberg else ", Gutenberg header kept")
+
+
 def import_keras(weights_path: str | Path, corpus_path: str | Path, out_dir: str | Path, *, lowercase: bool = True,
                  strip_gutenberg: bool = False, force: bool = False) -> Path:
     """Write an lstmgen run directory holding the tutorial model in
@@ -248,7 +268,7 @@ def import_keras(weights_path: str | Path, corpus_path: str | Path, out_dir: str
     text = read_corpus(corpus_path, corpus_config).text
     tokenizer = CharTokenizer.from_text(text)
     if tokenizer.vocab_size != keras.vocab_size:
-        how = ("lowercased" if lowercase else "case kept") + (", Gutenberg header removed" if strip_gutenberg else "")
+        how = _how_read(lowercase, strip_gutenberg)
         raise LstmgenError(
             f"{weights_path} predicts {keras.vocab_size} characters but {corpus_path} has {tokenizer.vocab_size} "
             f"distinct ones ({how}); give the text the model was trained on, read the same way "
@@ -265,7 +285,14 @@ def import_keras(weights_path: str | Path, corpus_path: str | Path, out_dir: str
         "source": Path(corpus_path).name,
         "corpus_chars": len(text),
         "prompt_excerpts": sample_excerpts(text, random.Random(0)),
-        "imported_from": {"file": Path(weights_path).name, "kind": keras.kind, "architecture": keras.describe()},
+        "imported_from": {"file": Path(weights_path).name, "kind": keras.kind, "architecture": keras.describe(),
+                          "keras_version": keras.keras_version, "corpus_read": _how_read(lowercase, strip_gutenberg)},
     }
+    if keras.gates_unchecked:
+        meta["imported_from"]["warning"] = (
+            f"{Path(weights_path).name} was written by Keras {keras.keras_version} and holds weights only; Keras "
+            "before 2.3 gave an LSTM hard_sigmoid gates unless told otherwise, which lstmgen's LSTM does not "
+            "have, so if this model was built with the default, its text will be wrong; import the "
+            "ModelCheckpoint file with the whole model instead, whose config tells")
     save_checkpoint(out / "best", model.eval(), tokenizer, corpus_config, meta)
     return out / "best"
