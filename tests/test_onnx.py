@@ -147,3 +147,22 @@ def test_without_onnx_one_line_names_the_install(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "lstmgen export: error: exporting to ONNX needs the onnx package: pip install 'lstmgen[onnx]'"]
     assert not (tmp_path / "out").exists()
+
+
+def test_without_onnxruntime_the_files_are_written_unchecked_and_onnx_steps_refused(tmp_path):
+    """Writing the files needs onnx alone; checking them, and --precision onnx, need onnxruntime,
+    and its absence is one line naming the install."""
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from lstmgen.cli import main; sys.exit(main(sys.argv[1:]))")
+    export = subprocess.run([sys.executable, "-c", code, "export", "--onnx", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr
+    lines = export.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not checked against PyTorch, since onnxruntime is not installed: " \
+        "pip install 'lstmgen[onnx]'" in lines[0]
+    assert (tmp_path / "out" / "step.onnx").stat().st_size > 0 and (tmp_path / "out" / "sequence.onnx").exists()
+    generate = subprocess.run([sys.executable, "-c", code, "generate", "--precision", "onnx"],
+                              capture_output=True, text=True, timeout=120)
+    assert generate.returncode == 1 and generate.stdout == "" and "Traceback" not in generate.stderr
+    assert generate.stderr.strip().splitlines()[-1] == (
+        "lstmgen generate: error: --precision onnx needs onnxruntime and onnx: pip install 'lstmgen[onnx]'")

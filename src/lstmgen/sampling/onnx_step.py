@@ -53,13 +53,20 @@ def onnx_step_problem(model: LSTMLanguageModel) -> str | None:
         return f"--precision onnx runs on a CPU only (here: {device}); use --precision auto or fp32"
     # Looked up, not imported: importing onnxruntime takes 0.1 s, which a
     # choice read from the cache (or one that goes to fp32) never needs.
-    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+    if not (_installed("onnx") and _installed("onnxruntime")):
         return NEEDS
     size = 4 * (sum(p.numel() for p in model.parameters()) + TABLE_FLOATS)
     if size > _GRAPH_BYTES:
         return (f"--precision onnx holds the weights in one graph of at most 2 GB, and this model needs up to "
                 f"{size / 2**30:.1f} GB; use --precision auto or fp32")
     return None
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # imported before and blocked (sys.modules[name] is None)
+        return False
 
 
 class OnnxStep:
