@@ -183,6 +183,29 @@ def test_auto_switches_precision_at_the_timed_power_of_two(tmp_path, monkeypatch
         assert torch.equal(auto, fixed)
 
 
+def test_auto_steps_greedy_text_in_fp32(tmp_path, monkeypatch):
+    """With the cached timings saying bf16 is fastest, auto samples in bf16 but takes
+    temperature 0's argmax in fp32: greedy text must not depend on the machine's kernels."""
+    import json
+
+    from lstmgen.precision import _cache_file
+    from lstmgen.sampling.steps import _step_cache, step_precision
+
+    monkeypatch.setenv("LSTMGEN_CACHE_DIR", str(tmp_path))
+    step_precision(tiny(), "auto", 1)
+    path = _cache_file(torch.device("cpu"))
+    cache = {key: dict(entry, precision="bf16") if key.startswith('["generation step"') else entry
+             for key, entry in json.loads(path.read_text()).items()}
+    path.write_text(json.dumps(cache))
+    sampled, greedy = tiny(), tiny()
+    run(sampled, [2, 4], SampleConfig(max_new_tokens=5, temperature=1.0))
+    got = run(greedy, [2, 4], SampleConfig.plain(max_new_tokens=40, temperature=0))
+    assert set(_step_cache[sampled]) == {"bf16"} and set(_step_cache[greedy]) == {"fp32"}
+    assert torch.equal(got, run(tiny(), [2, 4], SampleConfig.plain(max_new_tokens=40, temperature=0,
+                                                                    precision="fp32")))
+    assert SampleConfig(temperature=0, precision="int8").step_request == "int8"  # asked for: kept
+
+
 def test_step_weights_are_rebuilt_when_the_model_changes():
     model = tiny()
     first = step_weights(model, "fp32")

@@ -81,9 +81,10 @@ class SampleConfig:
     with one scale per row, bf16 activations; CPU only); 'onnx' (fp32 steps
     run by onnxruntime; CPU only, needs the lstmgen[onnx] extra); or 'auto',
     the fastest of them timed on this machine for this model and batch (fp32
-    unless another wins by over 5%; measured once, then cached). The prompt
-    is always read in fp32. bf16 and int8 change the held-out loss by about
-    1e-4 nats; onnx computes fp32's numbers, to about 1e-5."""
+    unless another wins by over 5%; measured once, then cached), except at
+    temperature 0, where 'auto' is fp32. The prompt is always read in fp32.
+    bf16 and int8 change the held-out loss by about 1e-4 nats; onnx computes
+    fp32's numbers, to about 1e-5."""
 
     def __post_init__(self) -> None:
         for name in ("stop", "dry_sequence_breakers"):  # lists (from JSON or a caller) become tuples
@@ -134,6 +135,15 @@ class SampleConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def step_request(self) -> str:
+        """The precision to ask the steps for. Temperature 0 asks for the one
+        most likely text, and bf16 or int8 weights change which text that is
+        (bf16 kept 99.8% of the bundled model's argmaxes: one flip in 500
+        characters sends the rest elsewhere), so there 'auto' means fp32, and
+        greedy text is the same on every machine, and the tutorial's own."""
+        return "fp32" if self.precision == "auto" and self.temperature == 0 else self.precision
 
     @classmethod
     def plain(cls, **fields) -> "SampleConfig":

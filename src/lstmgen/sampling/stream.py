@@ -54,7 +54,7 @@ class TokenStream:
             if self.graphed is not None:  # the state lived in the graph's buffers
                 self.hs, self.cs = [h.clone() for h in self.graphed.h], [c.clone() for c in self.graphed.c]
         self.config = config
-        self.stepper = step_weights(self.model, step_precision(self.model, config.precision, n).precision)
+        self.stepper = step_weights(self.model, step_precision(self.model, config.step_request, n).precision)
         self.history = self._history(config)
         self.graphed = None
         if self.device.type == "cuda" and config.max_new_tokens > 1:

@@ -55,7 +55,7 @@ class WindowStream(TokenStream):
             self._read_pending()
         n = config.num_samples
         self.config = config
-        choice = step_precision(self.model, config.precision, self.window * n)
+        choice = step_precision(self.model, config.step_request, self.window * n)
         self.stepper = step_weights(self.model, choice.precision)
         self.history = self._history(config)
 
