@@ -206,3 +206,34 @@ def test_chat_writes_one_item_per_line_and_enter_starts_the_next(names_run):
     out.truncate(0), out.seek(0)
     assert chat.handle("/continue")  # after an ended item: the next one, from a fresh state
     assert out.getvalue().count("\n") == 1 and not warnings
+
+
+def test_samples_report_on_an_item_model_counts_new_unended_and_lengths(names_run):
+    """The command's item report, each column recomputed here from the same seeded items."""
+    import numpy as np
+
+    from lstmgen.sampling.item_report import generate_items
+
+    run, _ = names_run
+    result = run_cli("samples-report", str(run), "--samples", "30", "--length", "4", "--seed", "2",
+                     "--compare", "default", "plain,temperature=1.0", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    rows = {r["setting"]: r for r in json.loads(result.stdout)["rows"]}
+    assert set(rows) == {"default", "plain,temperature=1.0", "held-out items"}
+    model = lstmgen.load(run)
+    training = set(model.split_items("train"))
+    config = SampleConfig.plain(temperature=1.0, num_samples=30, seed=2, max_new_tokens=4)
+    items, ended = generate_items(model, config)
+    done = [item for item, e in zip(items, ended) if e]
+    row = rows["plain,temperature=1.0"]
+    assert 0 < len(done) < 30  # at most 4 characters: some names end, some are cut
+    assert row["unfinished_share"] == pytest.approx(1 - len(done) / 30)
+    assert row["in_training_share"] == pytest.approx(sum(item in training for item in done) / len(done))
+    assert row["median_chars"] == pytest.approx(np.median([len(item) for item in done]))
+    held = rows["held-out items"]
+    val = model.split_items("val")[:30]
+    assert held["items"] == 30 and held["unfinished_share"] == 0
+    assert held["mean_chars"] == pytest.approx(np.mean([len(v) for v in val]))
+    # The table names what "new" counts.
+    table = run_cli("samples-report", str(run), "--samples", "3", "--length", "20")
+    assert table.returncode == 0 and "'new' is the share not found verbatim" in table.stdout.decode()
