@@ -97,3 +97,24 @@ def submit_stream(batcher, model, prompt, config, seed, logprobs=None):
             ends.append(reason)
     ids = model.prompt_ids(model.prepare_text(prompt).text)
     return batcher.submit(ids, config, seed, emit, logprobs), pieces, ends, infos
+
+
+def pin_cached_precisions(precision_for) -> None:
+    """Rewrite the cached --precision auto choices as if they had been measured
+    and kept: ``precision_for(key)`` names the precision an entry is to say
+    (None leaves the entry as it is). For tests of what auto does with a choice."""
+    import json
+
+    import torch
+
+    from lstmgen.precision import _cache_file
+
+    path = _cache_file(torch.device("cpu"))
+    cache = json.loads(path.read_text())
+    for key, entry in cache.items():
+        precision = precision_for(key) if key.startswith("[") else None
+        if precision is not None:
+            measured = entry["choices"][entry["picks"][-1]]
+            cache[key] = {"choices": {precision: dict(measured, precision=precision)}, "picks": [precision],
+                          "kept": True}
+    path.write_text(json.dumps(cache))

@@ -8,6 +8,8 @@ from lstmgen.sampling.steps import StepWeights, int8_available, step_weights
 from lstmgen.sampling.stream import stream_tokens
 from lstmgen.model import LSTMLanguageModel, ModelConfig
 
+from conftest import pin_cached_precisions
+
 PRECISIONS = ["fp32", "bf16"] + (["int8"] if int8_available(torch.device("cpu")) else [])
 
 
@@ -157,20 +159,17 @@ def test_auto_switches_precision_at_the_timed_power_of_two(tmp_path, monkeypatch
         pytest.skip("this PyTorch has no int8 weight kernel")
     import json
 
-    from lstmgen.precision import _cache_file
     from lstmgen.sampling.steps import _step_cache, step_precision
 
     monkeypatch.setenv("LSTMGEN_CACHE_DIR", str(tmp_path))  # a cache of this test's own
     model = tiny()
     for n in (32, 64):  # measure once, so that the cache holds both shapes
         step_precision(model, "auto", n)
-    path = _cache_file(torch.device("cpu"))
-    cache = json.loads(path.read_text())
-    for key, entry in cache.items():
+
+    def wanted(key):
         if key.startswith('["generation step"') and '"hidden": 24' in key:
-            streams = json.loads(key)[1]["streams"]
-            entry["precision"] = "int8" if streams <= 32 else "fp32"
-    path.write_text(json.dumps(cache))
+            return "int8" if json.loads(key)[1]["streams"] <= 32 else "fp32"
+    pin_cached_precisions(wanted)
     assert step_precision(model, "auto", 17).precision == "int8"
     assert step_precision(model, "auto", 32).precision == "int8"
     assert step_precision(model, "auto", 33).precision == "fp32"
@@ -186,17 +185,11 @@ def test_auto_switches_precision_at_the_timed_power_of_two(tmp_path, monkeypatch
 def test_auto_steps_greedy_text_in_fp32(tmp_path, monkeypatch):
     """With the cached timings saying bf16 is fastest, auto samples in bf16 but takes
     temperature 0's argmax in fp32: greedy text must not depend on the machine's kernels."""
-    import json
-
-    from lstmgen.precision import _cache_file
     from lstmgen.sampling.steps import _step_cache, step_precision
 
     monkeypatch.setenv("LSTMGEN_CACHE_DIR", str(tmp_path))
     step_precision(tiny(), "auto", 1)
-    path = _cache_file(torch.device("cpu"))
-    cache = {key: dict(entry, precision="bf16") if key.startswith('["generation step"') else entry
-             for key, entry in json.loads(path.read_text()).items()}
-    path.write_text(json.dumps(cache))
+    pin_cached_precisions(lambda key: "bf16" if key.startswith('["generation step"') else None)
     sampled, greedy = tiny(), tiny()
     run(sampled, [2, 4], SampleConfig(max_new_tokens=5, temperature=1.0))
     got = run(greedy, [2, 4], SampleConfig.plain(max_new_tokens=40, temperature=0))

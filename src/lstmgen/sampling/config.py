@@ -81,7 +81,7 @@ class SampleConfig:
     with one scale per row, bf16 activations; CPU only); 'onnx' (fp32 steps
     run by onnxruntime; CPU only, needs the lstmgen[onnx] extra); or 'auto',
     the fastest of them timed on this machine for this model and batch (fp32
-    unless another wins by over 5%; measured once, then cached), except at
+    unless another wins by over 5%; cached once two runs' timings agree), except at
     temperature 0, where 'auto' is fp32. The prompt is always read in fp32.
     bf16 and int8 change the held-out loss by about 1e-4 nats; onnx computes
     fp32's numbers, to about 1e-5."""
