@@ -154,7 +154,8 @@ def test_an_api_key_is_required_when_set():
 def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
     """The real command: a warning for an open address without a key; on SIGTERM new connections
     are refused, a running stream goes on for the drain time, then ends cleanly with
-    finish_reason 'length' and [DONE], no traceback, and the exit status is 0."""
+    finish_reason 'length' and [DONE], no traceback, and the exit status is 0. --precision auto is
+    decided once at start, and said in the log and in /v1/models."""
     import httpx
     import json
     import signal
@@ -166,7 +167,7 @@ def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
         port = s.getsockname()[1]
     log = open(tmp_path / "stderr", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--host", "0.0.0.0", "--port", str(port),
-                             "--drain-seconds", "0.6"], stderr=log)
+                             "--drain-seconds", "0.6", "--precision", "auto"], stderr=log)
     try:
         for _ in range(300):
             try:
@@ -175,6 +176,7 @@ def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
             except httpx.HTTPError:
                 time.sleep(0.1)
         with httpx.Client(timeout=60) as http:
+            [described] = http.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]
             with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions",
                              json={"prompt": "Alice", "max_tokens": 4000, "stream": True}) as stream:
                 lines = stream.iter_lines()
@@ -198,3 +200,5 @@ def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
     log.seek(0)
     err = log.read()
     assert "without an API key" in err and "Traceback" not in err
+    assert described["step_precision"] in ("fp32", "bf16", "int8")
+    assert f"/v1, steps in {described['step_precision']}" in err

@@ -308,6 +308,10 @@ def _add_serve(sub) -> None:
                         "so that one core answers HTTP)")
     p.add_argument("--stream-interval", type=float, default=0.05, metavar="SECONDS",
                    help="a streamed completion sends its text at most this often, all of it since the last chunk")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8", "onnx", "auto"), default="fp32",
+                   help="the step precision of every model, fixed while the server runs so that text does not "
+                        "depend on load: fp32 (default) gives lstmgen generate --precision fp32's text; auto takes "
+                        "the fastest at --max-streams, timed once at start")
 
 
 def cmd_corpus(args) -> int:
@@ -557,11 +561,12 @@ def cmd_serve(args) -> int:
     # HTTP work held its core.
     torch.set_num_threads(args.threads or max(1, torch.get_num_threads() - 1))
     app = lstmgen.create_server(loaded, max_streams=args.max_streams, stream_interval=args.stream_interval,
-                                api_key=args.api_key)
+                                api_key=args.api_key, precision=args.precision)
     if not args.api_key and not _loopback(args.host):
         _warn(f"serving on {args.host} without an API key: anyone who can reach this address can use it; "
               "add --api-key KEY (or set LSTMGEN_API_KEY)")
-    _note(f"lstmgen: serving {', '.join(loaded)} on http://{args.host}:{args.port}/v1")
+    steps = {slot.batcher.precision_choice.precision for slot in app.state.slots.values()}
+    _note(f"lstmgen: serving {', '.join(loaded)} on http://{args.host}:{args.port}/v1, steps in {', '.join(steps)}")
     _serve_until_drained(app, args.host, args.port, args.drain_seconds)
     return 0
 

@@ -111,9 +111,9 @@ def _field_names(message: str) -> str:
 
 
 class ModelSlot:
-    def __init__(self, name: str, model, max_streams: int):
+    def __init__(self, name: str, model, max_streams: int, precision: str = "fp32"):
         self.name, self.model = name, model
-        self.batcher = lstmgen.Batcher(model, precision="fp32", max_streams=max_streams)
+        self.batcher = lstmgen.Batcher(model, precision=precision, max_streams=max_streams)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.batcher.run, args=(self.stopping,), daemon=True,
                                        name=f"lstmgen-batcher-{name}")
@@ -129,19 +129,22 @@ class ModelSlot:
                 "parameters": m.model.num_parameters(),
                 "held_out_loss_nats": (m.checkpoint.meta.get("progress") or {}).get("val_loss_nats"),
                 "framing": m.framing, "window_generation": "sliding" if window else "stateful",
-                "window_tokens": window or None}
+                "window_tokens": window or None, "step_precision": self.batcher.precision_choice.precision}
 
 
 def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: int = 4096,
                max_prompt_chars: int = 100_000, max_queue: int = 256, max_body_bytes: int = 1 << 20,
-               max_seconds: float = 300.0, stream_interval: float = 0.05, api_key: str | None = None) -> FastAPI:
+               max_seconds: float = 300.0, stream_interval: float = 0.05, api_key: str | None = None,
+               precision: str = "fp32") -> FastAPI:
     """Streams beyond ``max_streams`` a model wait, up to ``max_queue`` more;
     past that a request gets 429 with Retry-After. A request runs at most
     ``max_seconds``, then ends with finish_reason 'length'. A streamed
     choice sends its first text at once, then at most one chunk every
     ``stream_interval`` seconds with all the text since. With ``api_key``,
-    every /v1 request needs ``Authorization: Bearer API_KEY`` (401 without)."""
-    slots = {name: ModelSlot(name, m, max_streams) for name, m in models.items()}
+    every /v1 request needs ``Authorization: Bearer API_KEY`` (401 without).
+    ``precision`` is every model's step precision, fixed while the server
+    runs ('auto': the fastest at ``max_streams``, timed once at start)."""
+    slots = {name: ModelSlot(name, m, max_streams, precision) for name, m in models.items()}
     default_name = next(iter(slots))
 
     @contextlib.asynccontextmanager

@@ -3,12 +3,13 @@ lstmgen generate does, and the same text and log-probabilities, bit for
 bit, alone as among other streams of other settings that join and leave
 between steps."""
 
+import pytest
 import torch
 
 import lstmgen
 from lstmgen.sampling.batcher import Batcher
 from lstmgen.sampling.config import SampleConfig
-from lstmgen.sampling.steps import row_stable_batch, step_weights
+from lstmgen.sampling.steps import int8_available, row_stable_batch, step_weights
 
 from conftest import submit_stream
 
@@ -42,6 +43,30 @@ def test_alone_equals_generate_and_equals_itself_in_a_crowd_bit_for_bit():
     # still the same to the last bit as alone (every step is padded to a row-stable batch size).
     assert [i["logprob"] for i in infos2] == [i["logprob"] for i in infos]
     assert [i["top"] for i in infos2] == [i["top"] for i in infos]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8", "auto"])
+def test_any_fixed_step_precision_gives_a_stream_its_text_alone_and_in_a_crowd(precision):
+    """lstmgen serve --precision: whatever kernel steps the batch, padding to its own row-stable size
+    keeps a seeded stream's log-probabilities the same alone as among 20 others; 'auto' is decided
+    once, for the whole batch, when the Batcher starts."""
+    if precision == "int8" and not int8_available(torch.device("cpu")):
+        pytest.skip("this PyTorch has no int8 weight kernel")
+    model = lstmgen.load()
+    config = SampleConfig(max_new_tokens=80)
+    alone = Batcher(model, precision=precision, max_streams=24)
+    assert alone.precision_choice.how in (("requested",) if precision != "auto" else ("measured", "cached"))
+    assert alone.stepper.precision == alone.precision_choice.precision
+    _, pieces, _, infos = submit_stream(alone, model, "Alice was", config, 3, logprobs=1)
+    run_all(alone)
+    crowded = Batcher(model, precision=precision, max_streams=24)
+    others = [submit_stream(crowded, model, f"The Queen {i}", SampleConfig(max_new_tokens=10 + 5 * i), i)
+              for i in range(20)]
+    _, pieces2, _, infos2 = submit_stream(crowded, model, "Alice was", config, 3, logprobs=1)
+    run_all(crowded)
+    assert all(o[0].produced == 10 + 5 * i for i, o in enumerate(others))
+    assert "".join(pieces2) == "".join(pieces) and len(pieces) == 80
+    assert [i["logprob"] for i in infos2] == [i["logprob"] for i in infos]
 
 
 def test_row_stable_batch_is_where_rows_stop_depending_on_the_batch():

@@ -47,7 +47,7 @@ import torch
 
 from .config import SampleConfig
 from .processors import History, choose_tokens
-from .steps import row_stable_batch, step_weights
+from .steps import row_stable_batch, step_precision, step_weights
 from .stops import StopText
 from .window import empty_windows, step_windows, window_slots
 
@@ -122,7 +122,10 @@ class Batcher:
                  deliver: Callable[[list], None] | None = None):
         self.lm = language_model
         self.model = language_model.model.eval()
-        self.stepper = step_weights(self.model, precision)
+        # 'auto' is decided once, at max_streams, and kept: a precision that
+        # changed with the load would change a stream's text with it.
+        self.precision_choice = step_precision(self.model, precision, max_streams)
+        self.stepper = step_weights(self.model, self.precision_choice.precision)
         # As LanguageModel.start: a window-trained model slides its windows unless a request asks for 'stateful'.
         self.window = language_model.unscored_tokens if language_model.framing == "windows" else 0
         self.end_id = language_model.tokenizer.end_id if language_model.items else None
