@@ -177,12 +177,15 @@ def test_a_seeded_run_is_the_same_whether_its_choice_was_measured_or_cached(tmp_
     options = dict(max_steps=3, hidden_size=32, embedding_dim=8, batch_size=4, seq_len=24, progress=False,
                    log=lambda *_: None, weight_dropout=0.2, locked_dropout=True)
     alice = corpus_path("alice-gutenberg-11-utf8.txt")
-    for run in "abc":
+    for run in "abcd":
         lstmgen.train(alice, tmp_path / run, **options)
-    metas = [json.loads((tmp_path / r / "last" / "config.json").read_text()) for r in "abc"]
-    hows = [m["precision_chosen"]["training"]["how"] for m in metas]
-    assert hows[:2] == ["measured", "measured"] and hows[2] in ("cached", "measured")  # kept if two agreed
-    assert len({m["weights_sha256"] for m in metas}) == 1
+    metas = [json.loads((tmp_path / r / "last" / "config.json").read_text()) for r in "abcd"]
+    chosen = [m["precision_chosen"]["training"] for m in metas]
+    assert [c["how"] for c in chosen[:2]] == ["measured", "measured"] and chosen[3]["how"] == "cached"
+    # The cached run against every measured run that chose the same precision (there is one: the
+    # choice was kept because timings agreed, or by their majority).
+    same = [m for m, c in zip(metas[:3], chosen) if c["how"] == "measured" and c["precision"] == chosen[3]["precision"]]
+    assert same and all(m["weights_sha256"] == metas[3]["weights_sha256"] for m in same)
 
 
 def test_generation_times_a_power_of_two_of_streams_and_reuses_it():
