@@ -11,7 +11,9 @@ first text and between chunks (the server sends at most one chunk per
 stream every --stream-interval seconds, with all the text since),
 aggregate characters per second, errors and the server's peak RSS; beside
 it, the 64-stream figure of plain batched generation on the same model,
-measured first in this process (the server is not running then).
+measured first in this process (the server is not running then), in fp32
+and in --precision auto (what benchmarks/generation.py reports); the share
+of generation is taken against auto's.
 With --disconnect F, a share F of the requests hang up after a random
 part of their text; the server's RSS and /health are sampled every 10 s.
 Before the load, --probes seeded requests (300 characters, logprobs) are
@@ -40,10 +42,10 @@ from common import ALICE, machine, pick_device, require, write_json
 from lstmgen.text.corpus import read_corpus
 
 
-def generation_baseline(streams: int, steps: int = 300) -> float:
-    """Characters per second of lstmgen's own batched generation (fp32, as the server steps)."""
+def generation_baseline(streams: int, steps: int = 300, precision: str = "fp32") -> float:
+    """Characters per second of lstmgen's own batched generation."""
     model = lstmgen.load()
-    config = lstmgen.SampleConfig(max_new_tokens=steps, num_samples=streams, seed=0, precision="fp32")
+    config = lstmgen.SampleConfig(max_new_tokens=steps, num_samples=streams, seed=0, precision=precision)
     start = time.perf_counter()
     count = sum(len(p) for step in model.stream("Alice was beginning", config) for p in step)
     return count / (time.perf_counter() - start)
@@ -55,18 +57,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def family(pid: int) -> list[int]:
+    """The process and all its descendants (the server's scheduler processes)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:  # a thread that ended meanwhile
+                pass
+    return pids
+
+
 def rss_mb(pid: int, field: str = "VmHWM") -> float:
-    """The process's peak (VmHWM) or current (VmRSS) resident memory."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak (VmHWM) or current (VmRSS) resident memory of the process and its descendants, added up."""
+    total = 0.0
+    for p in family(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith(field + ":"))
+    return total
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User and system CPU time so far of a process (and its living descendants)."""
+    total = 0.0
+    for p in family(pid) if descendants else [pid]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def client(http: httpx.AsyncClient, url: str, prompts: list[str], args, until: float, stats: dict,
@@ -192,17 +218,18 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"machine: {machine(pick_device('cpu'))}")
-    baseline = generation_baseline(args.clients, args.baseline_steps)
-    print(f"batched generation, {args.clients} streams, fp32: {baseline:,.0f} chars/s")
+    fp32 = generation_baseline(args.clients, args.baseline_steps)
+    baseline = generation_baseline(args.clients, args.baseline_steps, "auto")
+    print(f"batched generation, {args.clients} streams: fp32 {fp32:,.0f} chars/s, auto {baseline:,.0f}")
     text = read_corpus(require(ALICE), lstmgen.CorpusConfig()).text
     prompts = [text[i:i + 100] for i in range(5000, 5000 + 100 * 97, 97)]
     server, base = start_server(args)
     try:
-        server_cpu, client_cpu, wall = cpu_seconds(server.pid), cpu_seconds(os.getpid()), time.monotonic()
+        server_cpu, client_cpu, wall = cpu_seconds(server.pid), cpu_seconds(os.getpid(), descendants=False), time.monotonic()
         stats = asyncio.run(load(base, server.pid, prompts, args))
         wall = time.monotonic() - wall
         server_cores = (cpu_seconds(server.pid) - server_cpu) / wall
-        client_cores = (cpu_seconds(os.getpid()) - client_cpu) / wall
+        client_cores = (cpu_seconds(os.getpid(), descendants=False) - client_cpu) / wall
         rss = rss_mb(server.pid)
         alive = server.poll() is None
     finally:
@@ -217,6 +244,7 @@ def main() -> None:
         "between_chunks_ms_p50": between[0], "between_chunks_ms_p99": between[1],
         "chars_per_chunk": stats["chars"] / max(stats["chunks"], 1),
         "chars_per_second": stats["chars"] / stats["seconds"], "generation_chars_per_second": baseline,
+        "generation_fp32_chars_per_second": fp32,
         "server_peak_rss_mb": rss, "server_alive_at_end": alive, "watch": stats["watch"],
         "server_cpu_cores": server_cores, "clients_cpu_cores": client_cores,
         "seeded_same_text_under_load": sum(p["same_text"] for p in stats["probes"]),
@@ -224,6 +252,7 @@ def main() -> None:
         "seeded_probes": len(stats["probes"]), "probes": stats["probes"],
     }
     result["of_generation"] = result["chars_per_second"] / baseline
+    result["of_generation_fp32"] = result["chars_per_second"] / fp32
     for key, value in result.items():
         if key not in ("machine", "watch", "probes"):
             print(f"{key:>30}: {value:,.2f}" if isinstance(value, float) else f"{key:>30}: {value}")

@@ -202,3 +202,41 @@ def test_sigterm_drains_running_streams_and_exits_0(tmp_path):
     assert "without an API key" in err and "Traceback" not in err
     assert described["step_precision"] in ("fp32", "bf16", "int8")
     assert f"/v1, steps in {described['step_precision']}" in err
+
+
+def test_a_scheduler_in_its_own_process_serves_the_same_text_and_frees_what_leaves():
+    """--scheduler process (the command's default): the same seeded text as lstmgen generate, n and
+    stop, a client that leaves freeing its stream, and the process gone once the server stops."""
+    import httpx
+
+    model = lstmgen.load()
+    app = lstmgen.create_server({"alice": model}, scheduler="process")
+    batcher = app.state.slots["alice"].batcher
+    srv, thread, port = start_server(app)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        done = client.completions.create(model="alice", prompt="Alice was", max_tokens=120, seed=3)
+        expected = model.generate("Alice was", lstmgen.SampleConfig(max_new_tokens=120, seed=3, precision="fp32"))
+        assert done.choices[0].text == expected[0] and done.usage.completion_tokens == 120
+        chunks = list(client.completions.create(model="alice", prompt="The Queen said", max_tokens=60, seed=5, n=2,
+                                                stream=True, stop=["\n\n"]))
+        for i in range(2):
+            text = "".join(c.choices[0].text for c in chunks if c.choices[0].index == i)
+            alone = model.generate("The Queen said", lstmgen.SampleConfig(max_new_tokens=60, seed=5 + i,
+                                                                          precision="fp32", stop=("\n\n",)))[0]
+            assert text == alone
+        with httpx.Client(timeout=30) as http:
+            with http.stream("POST", f"http://127.0.0.1:{port}/v1/completions",
+                             json={"prompt": "Alice", "max_tokens": 4000, "stream": True}) as long:
+                assert next(long.iter_lines()).startswith("data: ")
+                assert batcher.streams == 1
+        for _ in range(100):
+            if not batcher.streams:
+                break
+            time.sleep(0.05)
+        assert batcher.streams == 0 and batcher.process.is_alive()
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+    batcher.process.join(timeout=15)
+    assert not batcher.process.is_alive() and batcher.process.exitcode == 0

@@ -308,10 +308,13 @@ def _add_serve(sub) -> None:
                         "so that one core answers HTTP)")
     p.add_argument("--stream-interval", type=float, default=0.05, metavar="SECONDS",
                    help="a streamed completion sends its text at most this often, all of it since the last chunk")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8", "onnx", "auto"), default="fp32",
+    p.add_argument("--scheduler", choices=("process", "thread"), default="process",
+                   help="step each model in a process of its own (default: the event loop and the steps then "
+                        "never wait for each other's turn at Python's lock) or in a thread of the server's")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8", "onnx", "auto"), default="auto",
                    help="the step precision of every model, fixed while the server runs so that text does not "
-                        "depend on load: fp32 (default) gives lstmgen generate --precision fp32's text; auto takes "
-                        "the fastest at --max-streams, timed once at start")
+                        "depend on load: auto (default) takes the fastest at --max-streams, timed once at start; "
+                        "fp32 gives the text of lstmgen generate --precision fp32")
 
 
 def cmd_corpus(args) -> int:
@@ -559,9 +562,11 @@ def cmd_serve(args) -> int:
     # One core for the event loop: measured on 2 cores under 64 streams, one step thread delivered
     # 5,700 characters/s and two delivered 3,700, the second spinning in OpenMP's barrier while
     # HTTP work held its core.
-    torch.set_num_threads(args.threads or max(1, torch.get_num_threads() - 1))
+    threads = args.threads or max(1, torch.get_num_threads() - 1)
+    torch.set_num_threads(threads)
     app = lstmgen.create_server(loaded, max_streams=args.max_streams, stream_interval=args.stream_interval,
-                                api_key=args.api_key, precision=args.precision)
+                                api_key=args.api_key, precision=args.precision, scheduler=args.scheduler,
+                                threads=threads)
     if not args.api_key and not _loopback(args.host):
         _warn(f"serving on {args.host} without an API key: anyone who can reach this address can use it; "
               "add --api-key KEY (or set LSTMGEN_API_KEY)")

@@ -111,9 +111,14 @@ def _field_names(message: str) -> str:
 
 
 class ModelSlot:
-    def __init__(self, name: str, model, max_streams: int, precision: str = "fp32"):
+    def __init__(self, name: str, model, max_streams: int, precision: str = "fp32", scheduler: str = "thread",
+                 threads: int = 1):
         self.name, self.model = name, model
-        self.batcher = lstmgen.Batcher(model, precision=precision, max_streams=max_streams)
+        if scheduler == "process":
+            self.batcher = lstmgen.BatcherProcess(model, precision=precision, max_streams=max_streams,
+                                                  threads=threads)
+        else:
+            self.batcher = lstmgen.Batcher(model, precision=precision, max_streams=max_streams)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.batcher.run, args=(self.stopping,), daemon=True,
                                        name=f"lstmgen-batcher-{name}")
@@ -135,7 +140,7 @@ class ModelSlot:
 def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: int = 4096,
                max_prompt_chars: int = 100_000, max_queue: int = 256, max_body_bytes: int = 1 << 20,
                max_seconds: float = 300.0, stream_interval: float = 0.05, api_key: str | None = None,
-               precision: str = "fp32") -> FastAPI:
+               precision: str = "fp32", scheduler: str = "thread", threads: int = 1) -> FastAPI:
     """Streams beyond ``max_streams`` a model wait, up to ``max_queue`` more;
     past that a request gets 429 with Retry-After. A request runs at most
     ``max_seconds``, then ends with finish_reason 'length'. A streamed
@@ -143,8 +148,13 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     ``stream_interval`` seconds with all the text since. With ``api_key``,
     every /v1 request needs ``Authorization: Bearer API_KEY`` (401 without).
     ``precision`` is every model's step precision, fixed while the server
-    runs ('auto': the fastest at ``max_streams``, timed once at start)."""
-    slots = {name: ModelSlot(name, m, max_streams, precision) for name, m in models.items()}
+    runs ('auto': the fastest at ``max_streams``, timed once at start).
+    ``scheduler``: 'thread' steps each model in a thread of this process;
+    'process' in a process of its own (batcher_process.py), on ``threads``
+    PyTorch threads, loading the model again there from its run directory."""
+    if scheduler not in ("thread", "process"):
+        raise LstmgenError(f"scheduler must be 'thread' or 'process', got {scheduler!r}")
+    slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads) for name, m in models.items()}
     default_name = next(iter(slots))
 
     @contextlib.asynccontextmanager

@@ -1,0 +1,208 @@
+"""A Batcher in a process of its own, behind the Batcher's interface.
+
+With the scheduler in a thread of the server's process, the scheduler's
+Python (sampling, penalties, decoding) and the event loop's (HTTP, JSON,
+Server-Sent Events) take turns at one interpreter lock: on 2 cores under 64
+streaming clients the server used 1.1 cores and left the rest idle. In a
+process of its own the scheduler has a core, and the event loop the other.
+
+The two processes speak over two pipes::
+
+    server process                          scheduler process
+    submit / cancel / stop  ── requests ──▶  a thread that feeds the Batcher
+    deliver(events)         ◀── events ───   Batcher.run, one list per round
+
+Each round's events go as one message: (job id, piece, finish reason,
+logprobs, tokens produced) for every stream that moved. The scheduler
+process loads the model from its run directory; it ignores SIGINT and
+SIGTERM (the server drains, then stops it) and ends by itself when the
+server's end of a pipe closes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import LstmgenError
+from ..precision import PrecisionChoice
+from .config import SampleConfig
+
+
+@dataclass
+class RemoteJob:
+    """The server's side of one stream: what a Job tells the server."""
+
+    id: int
+    emit: Callable[[str, str | None, dict | None], None]
+    produced: int = 0
+    finish_reason: str | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class BatcherProcess:
+    """``submit``, ``cancel``, ``streams``, ``window``, ``precision_choice``,
+    ``deliver`` and ``run`` as a Batcher has them, the Batcher itself in a
+    child process started here (its start imports PyTorch and loads the
+    model there: a few seconds)."""
+
+    language_model: object
+    precision: str = "fp32"
+    max_streams: int = 64
+    threads: int = 1
+    deliver: Callable[[list], None] | None = None
+    window: int = field(init=False, default=0)
+    precision_choice: PrecisionChoice = field(init=False)
+
+    def __post_init__(self):
+        from .batcher import Batcher
+
+        self.deliver = self.deliver or Batcher.emit_each
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of this one's threads
+        child_requests, self._requests = context.Pipe(duplex=False)  # (receiving end, sending end)
+        self._incoming, child_events = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_scheduler_main, daemon=True, name="lstmgen-scheduler",
+            args=(str(self.language_model.path), self.precision, self.max_streams, self.threads, child_requests,
+                  child_events))
+        self.process.start()
+        child_events.close()  # the child's ends: once it is gone, reading here meets the end of the pipe
+        child_requests.close()
+        ready = self._receive_ready()
+        self.precision_choice = PrecisionChoice(**ready["precision"])
+        self.window = ready["window"]
+        self._jobs: dict[int, RemoteJob] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def _receive_ready(self) -> dict:
+        try:
+            kind, payload = self._incoming.recv()
+        except EOFError:
+            raise LstmgenError(f"the scheduler process for {self.language_model.path} ended before it started "
+                               f"(exit code {self.process.exitcode}); see the lines above") from None
+        if kind == "error":
+            raise LstmgenError(payload)
+        return payload
+
+    @property
+    def streams(self) -> int:
+        """Streams submitted and not yet finished or cancelled."""
+        with self._lock:
+            return sum(not job.cancelled for job in self._jobs.values())
+
+    def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None):
+        with self._lock:
+            job = RemoteJob(next(self._ids), emit)
+            self._jobs[job.id] = job
+            self._requests.send(("submit", job.id, list(prompt_ids), config.to_dict(), seed, logprobs))
+        return job
+
+    def cancel(self, job: RemoteJob) -> None:
+        with self._lock:
+            if job.cancelled or job.finish_reason is not None:
+                return
+            job.cancelled = True
+            self._requests.send(("cancel", job.id))
+
+    def run(self, stopping: threading.Event) -> None:
+        """Hand each round's events to ``deliver`` until ``stopping`` is set;
+        then stop the scheduler process."""
+        try:
+            while not stopping.is_set():
+                if not self._incoming.poll(0.1):
+                    continue
+                try:
+                    round_ = self._incoming.recv()
+                except EOFError:
+                    self._lost()
+                    return
+                self.deliver(self._events_of(round_))
+        finally:
+            self._stop()
+
+    def _events_of(self, round_: list) -> list:
+        events = []
+        with self._lock:
+            for job_id, piece, reason, info, produced in round_:
+                job = self._jobs.get(job_id)
+                if job is None:
+                    continue
+                job.produced, job.finish_reason = produced, reason
+                if reason is not None:
+                    del self._jobs[job_id]
+                events.append((job, piece, reason, info))
+        return events
+
+    def _lost(self) -> None:
+        """The scheduler process died: its streams end where they stood, and the log says so."""
+        print(f"lstmgen: the scheduler process for {self.language_model.path} stopped (exit code "
+              f"{self.process.exitcode}); its running requests were ended", file=sys.stderr)
+        with self._lock:
+            jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            job.finish_reason = "length"
+        self.deliver([(job, "", "length", None) for job in jobs])
+
+    def _stop(self) -> None:
+        try:
+            self._requests.send(("stop",))
+        except OSError:  # already gone
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+
+
+def _scheduler_main(path: str, precision: str, max_streams: int, threads: int, requests, events) -> None:
+    """The scheduler process: load the model, answer 'ready', then run the Batcher."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on these, then sends 'stop'
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import torch
+
+    import lstmgen
+    from .batcher import Batcher
+
+    torch.set_num_threads(threads)
+    try:
+        batcher = Batcher(lstmgen.load(path), precision=precision, max_streams=max_streams)
+    except LstmgenError as exc:
+        events.send(("error", str(exc)))
+        return
+    jobs: dict[int, object] = {}  # by the server's id, for cancelling
+
+    def deliver(round_: list) -> None:
+        # Here a Job's ``emit`` holds the server's id of its stream: events go back as one message.
+        events.send([(job.emit, piece, reason, info, job.produced) for job, piece, reason, info in round_])
+
+    batcher.deliver = deliver
+    events.send(("ready", {"precision": batcher.precision_choice.to_dict(), "window": batcher.window}))
+    stopping = threading.Event()
+
+    def take_requests() -> None:
+        try:
+            while True:
+                message = requests.recv()
+                if message[0] == "submit":
+                    _, job_id, ids, config, seed, logprobs = message
+                    jobs[job_id] = batcher.submit(ids, SampleConfig(**config), seed, job_id, logprobs)
+                    if len(jobs) > 4 * max_streams:  # forget finished streams now and then
+                        for key in [k for k, job in jobs.items() if job.finish_reason or job.cancelled]:
+                            del jobs[key]
+                elif message[0] == "cancel" and message[1] in jobs:
+                    batcher.cancel(jobs[message[1]])
+                elif message[0] == "stop":
+                    break
+        except (EOFError, OSError):  # the server went away
+            pass
+        stopping.set()
+
+    threading.Thread(target=take_requests, daemon=True, name="lstmgen-requests").start()
+    batcher.run(stopping)
