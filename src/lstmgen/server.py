@@ -151,7 +151,9 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     runs ('auto': the fastest at ``max_streams``, timed once at start).
     ``scheduler``: 'thread' steps each model in a thread of this process;
     'process' in a process of its own (batcher_process.py), on ``threads``
-    PyTorch threads, loading the model again there from its run directory."""
+    PyTorch threads, loading the model again there from its run directory
+    (started as multiprocessing's 'spawn' starts it, so a script that asks
+    for it needs an ``if __name__ == "__main__":`` guard)."""
     if scheduler not in ("thread", "process"):
         raise LstmgenError(f"scheduler must be 'thread' or 'process', got {scheduler!r}")
     slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads) for name, m in models.items()}

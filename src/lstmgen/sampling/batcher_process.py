@@ -95,7 +95,7 @@ class BatcherProcess:
     def streams(self) -> int:
         """Streams submitted and not yet finished or cancelled."""
         with self._lock:
-            return sum(not job.cancelled for job in self._jobs.values())
+            return len(self._jobs)
 
     def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None):
         with self._lock:
@@ -109,6 +109,9 @@ class BatcherProcess:
             if job.cancelled or job.finish_reason is not None:
                 return
             job.cancelled = True
+            # A cancelled stream sends no last event; forgotten here at once, or every client that
+            # hung up would stay in memory with its queue (events still on their way are dropped).
+            del self._jobs[job.id]
             self._requests.send(("cancel", job.id))
 
     def run(self, stopping: threading.Event) -> None:
