@@ -271,3 +271,25 @@ def test_chat_on_an_imported_model_is_the_tutorials_generation(tmp_path):
     assert chat.handle(seed) and chat.handle("/continue 20")
     assert not warnings
     assert out.getvalue().replace("\n", "") == (seed + want).replace("\n", "")
+
+
+def test_a_hard_sigmoid_model_and_a_zip_without_weights_are_refused_in_one_line(tmp_path, capsys):
+    """A Keras 2 model whose config gives its LSTM hard_sigmoid gates (Keras's default before 2.3)
+    cannot be reproduced by PyTorch's LSTM; a zip that holds no model.weights.h5 is no .keras file."""
+    import h5py
+    import zipfile
+
+    expected = json.loads(fixture("tutorial-small.expected.json").read_text())
+    corpus = str(corpus_path(expected["corpus_file"]))
+    old = tmp_path / "weights-improvement-01-2.9.hdf5"
+    write_keras2(lstmgen.read_keras(fixture("tutorial-small.h5")), old, whole_model=True)
+    with h5py.File(old, "a") as f:
+        f.attrs["model_config"] = f.attrs["model_config"].replace('"sigmoid"', '"hard_sigmoid"')
+    notes = tmp_path / "notes.keras"
+    with zipfile.ZipFile(notes, "w") as z:
+        z.writestr("config.json", "{}")
+    for path, needle in ((old, "recurrent activation 'hard_sigmoid'"), (notes, "without model.weights.h5")):
+        assert main(["import-keras", str(path), "--corpus", corpus, "--out", str(tmp_path / "run")]) == 1
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0]
+    assert not (tmp_path / "run").exists()
