@@ -236,3 +236,16 @@ def test_onnx_step_benchmark_compares_onnxruntime_with_lstmgen(tmp_path):
     data = bench("onnx_step", "--batches", "1", "--seconds", "0.05", "--rounds", "1", tmp_path=tmp_path)
     assert [r["way"] for r in data["rows"]] == ["onnx step", "lstmgen auto", "lstmgen fp32"]
     assert all(r["tokens_per_second"] > 0 for r in data["rows"]) and data["rows"][0]["vs_onnx"] == 1.0
+
+
+def test_import_keras_benchmark_times_the_commands_and_each_way(tmp_path):
+    from conftest import fixture_path
+
+    fixture_path("keras-tutorial/tutorial-small.h5")
+    data = bench("import_keras", "--chars", "30", tmp_path=tmp_path)
+    rows = {r["key"]: r for r in data["rows"]}
+    assert data["chars"] == 30 and data["file"] == "tutorial-small.h5"
+    assert list(rows) == ["import", "generate", "sliding", "stateful", "sliding-16"]
+    assert all(r["seconds"] > 0 for r in data["rows"]) and not any("texts" in r for r in data["rows"])
+    assert rows["sliding"]["chars_per_second"] == pytest.approx(30 / rows["sliding"]["seconds"])
+    assert rows["sliding-16"]["chars_per_second"] == pytest.approx(16 * 30 / rows["sliding-16"]["seconds"])
