@@ -137,6 +137,21 @@ class ModelSlot:
                 "window_tokens": window or None, "step_precision": self.batcher.precision_choice.precision}
 
 
+def _schedulers_running(slots: dict[str, ModelSlot]):
+    """The app's lifespan: every model's scheduler runs while the server does."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        for slot in slots.values():
+            # A round's pieces reach the event loop in one call, not one wake-up per stream.
+            slot.batcher.deliver = lambda events: loop.call_soon_threadsafe(lstmgen.Batcher.emit_each, events)
+            slot.thread.start()
+        yield
+        for slot in slots.values():
+            slot.stopping.set()
+    return lifespan
+
+
 def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: int = 4096,
                max_prompt_chars: int = 100_000, max_queue: int = 256, max_body_bytes: int = 1 << 20,
                max_seconds: float = 300.0, stream_interval: float = 0.05, api_key: str | None = None,
@@ -158,19 +173,7 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
         raise LstmgenError(f"scheduler must be 'thread' or 'process', got {scheduler!r}")
     slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads) for name, m in models.items()}
     default_name = next(iter(slots))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        loop = asyncio.get_running_loop()
-        for slot in slots.values():
-            # A round's pieces reach the event loop in one call, not one wake-up per stream.
-            slot.batcher.deliver = lambda events: loop.call_soon_threadsafe(lstmgen.Batcher.emit_each, events)
-            slot.thread.start()
-        yield
-        for slot in slots.values():
-            slot.stopping.set()
-
-    app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=_schedulers_running(slots))
     app.state.slots = slots
     # On SIGTERM the server stops taking connections and calls begin_drain: running requests end
     # with finish_reason 'length' once the drain time is up, cleanly, instead of being cut off.
