@@ -1,7 +1,7 @@
 """The server's scheduler alone, in-process: rounds of 64 streams of the
 bundled model (default settings, 400 new characters each), without HTTP.
 
-    .venv/bin/python benchmarks/batcher.py [--streams 64] [--seconds 5] [--threads 1]
+    .venv/bin/python benchmarks/batcher.py [--streams 64] [--seconds 5] [--threads 1] [--precision bf16]
     .venv/bin/python benchmarks/batcher.py --neighbour 1,3      # a Python thread busy 1 ms in every 4
 
 Prints milliseconds per round and tokens per second. --neighbour BUSY,IDLE
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (the server's default here: 1)")
+    parser.add_argument("--precision", default="fp32", help="the scheduler's step precision (serve's default is auto)")
     parser.add_argument("--neighbour", help="BUSY,IDLE milliseconds of a Python thread beside the scheduler")
     parser.add_argument("--switch-interval", type=float)
     parser.add_argument("--json")
@@ -44,7 +45,7 @@ def main() -> None:
         sys.setswitchinterval(args.switch_interval)
     print(f"machine: {machine(pick_device('cpu'))}")
     model = lstmgen.load()
-    batcher = lstmgen.Batcher(model, precision="fp32", max_streams=args.streams)
+    batcher = lstmgen.Batcher(model, precision=args.precision, max_streams=args.streams)
     ids = model.tokenizer.encode(model.prepare_text("Alice was beginning to get very tired of sitting by her "
                                                     "sister on the bank").text).tolist()
     made = [0]
@@ -65,6 +66,7 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     stop.set()
     result = {"machine": machine(pick_device("cpu")), "streams": args.streams, "threads": args.threads,
+              "precision": batcher.precision_choice.precision,
               "neighbour": args.neighbour, "switch_interval": sys.getswitchinterval(),
               "ms_per_round": elapsed / rounds * 1000, "tokens_per_second": (made[0] - before) / elapsed}
     print(f"{result['ms_per_round']:.2f} ms per round, {result['tokens_per_second']:,.0f} tokens/s")

@@ -99,3 +99,30 @@ def test_a_cancelled_stream_leaves_and_n_streams_share_one_reading():
     run_all(batcher)
     assert a.produced < 5 and not ea and b.produced == 20 and eb == ["length"]
     assert not batcher.active and batcher.streams == 0
+
+
+def test_streams_of_several_penalty_settings_share_histories_and_keep_their_own_text():
+    """Streams with equal penalty settings step one History between them:
+    every stream of four kinds of penalties, joining at different rounds and
+    leaving at its own length, writes the text it writes alone."""
+    model = lstmgen.load()
+    kinds = [dict(), dict(dry_multiplier=0.0), dict(repetition_penalty=1.3, frequency_penalty=0.2),
+             dict(temperature=0.0, dry_allowed_length=4, no_repeat_ngram=5, presence_penalty=0.5)]
+    settings = [SampleConfig(max_new_tokens=40 + 9 * i, precision="fp32", **kinds[i % 4]) for i in range(12)]
+
+    def text_alone(i):
+        batcher = Batcher(model, precision="fp32", max_streams=16)
+        _, pieces, _, _ = submit_stream(batcher, model, f"The Queen {i}", settings[i], i)
+        run_all(batcher)
+        return "".join(pieces)
+
+    crowded = Batcher(model, precision="fp32", max_streams=16)
+    streams = []
+    for i in range(12):
+        streams.append(submit_stream(crowded, model, f"The Queen {i}", settings[i], i))
+        for _ in range(i % 3 * 7):  # a third join at once, the rest some rounds later
+            crowded.step()
+    assert len(crowded.histories) == 4
+    run_all(crowded)
+    assert not crowded.histories and not crowded.active
+    assert ["".join(pieces) for _, pieces, _, _ in streams] == [text_alone(i) for i in range(12)]

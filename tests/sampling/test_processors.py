@@ -122,6 +122,46 @@ def test_dry_for_few_streams_equals_the_numpy_arrays(window, allowed, vocab):
     assert penalized > window  # the case was not trivial
 
 
+@pytest.mark.parametrize("layout_for", [None, 64])
+def test_histories_joined_and_kept_penalize_each_row_as_its_own_history(layout_for):
+    """A server's streams of equal settings are rows of one History, joining
+    and leaving between steps: each row's penalties equal, to the last bit,
+    those of a History of that stream alone, in either layout."""
+    generator = torch.Generator().manual_seed(11)
+    breakers = torch.tensor([False, False, False, False, True])
+    config = SampleConfig.plain(repetition_penalty=1.3, presence_penalty=0.2, frequency_penalty=0.1,
+                                dry_multiplier=0.8, dry_allowed_length=2, no_repeat_ngram=4, penalty_window=10)
+
+    def one(prompt):
+        return History(config, 5, 1, prompt, breakers, layout_for=layout_for)
+
+    def prompt():
+        return torch.randint(0, 5, (int(torch.randint(1, 15, (1,), generator=generator)),), generator=generator).tolist()
+
+    group, alone = None, []  # alone[i]: stream i's own History, pushed the same tokens
+    penalized = 0
+    for step in range(120):
+        if step % 9 == 0:  # a stream joins
+            start = prompt()
+            alone.append(one(start))
+            group = one(start) if group is None else group.join(one(start))
+        if step % 13 == 5 and len(alone) > 1:  # one leaves, from anywhere in the batch
+            gone = int(torch.randint(0, len(alone), (1,), generator=generator))
+            del alone[gone]
+            group.keep([i for i in range(len(alone) + 1) if i != gone])
+        logits = torch.randn(len(alone), 5, generator=generator)
+        together = group.penalize(logits)
+        for row, own in enumerate(alone):
+            assert torch.equal(together[row], own.penalize(logits[row:row + 1])[0]), (step, row)
+        penalized += int((together != logits).any())
+        # A 5-token vocabulary: repeats of 2 or more (DRY) and of 3 (the n-gram ban) come often.
+        tokens = torch.randint(0, 5, (len(alone),), generator=generator)
+        group.push(tokens)
+        for own, token in zip(alone, tokens.tolist()):
+            own.push([token])
+    assert (group.few_dry is None) == (layout_for == 64) and penalized > 60
+
+
 def test_min_p_and_typical_p():
     logits = torch.tensor([[2.0, 1.0, 0.0, -3.0]]).log_softmax(-1)
     probs = logits.exp()[0]

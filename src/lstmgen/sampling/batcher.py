@@ -12,9 +12,11 @@ A round (``Batcher.step``):
    thread reads prompts beside the steps; a bare ``step`` reads a slice of
    them itself (a long prompt over several rounds, so that it never stalls
    the streams already running);
-3. sample one token for every active stream: each stream's penalties on its
-   own row, then one batched call per group of streams with equal filter
-   settings, each row drawn at its own generator's next number;
+3. sample one token for every active stream: the penalties and DRY, one
+   vectorised call per group of streams with equal penalty settings (their
+   histories are rows of one History), then the filters and the draw, one
+   batched call per group of streams with equal filter settings, each row
+   drawn at its own generator's next number;
 4. hand every stream's new text to ``deliver`` at once;
 5. retire finished and cancelled streams, and step the rest together.
 
@@ -46,7 +48,7 @@ from typing import Callable
 import torch
 
 from .config import SampleConfig
-from .processors import History, choose_tokens
+from .processors import History, choose_tokens, penalty_key
 from .steps import row_stable_batch, step_precision, step_weights
 from .stops import StopText
 from .window import empty_windows, step_windows, window_slots
@@ -75,6 +77,8 @@ class Job:
     produced: int = 0
     finish_reason: str | None = None
     history: History | None = field(default=None, repr=False)
+    """The stream's penalty state from its prompt, until it joins the batch
+    (then a row of the Batcher's History for its ``penalty_key``)."""
     generator: torch.Generator | None = field(default=None, repr=False)
     decoder: object = field(default=None, repr=False)
     stop: StopText | None = field(default=None, repr=False)
@@ -84,6 +88,11 @@ class Job:
     position: int = 0
     """Tokens a sliding stream's windows have read: which row starts afresh next."""
     _uniforms: list[float] = field(default_factory=list, repr=False)
+    penalties: tuple = field(init=False, repr=False)
+    """penalty_key(config): streams with equal keys share one History."""
+
+    def __post_init__(self) -> None:
+        self.penalties = penalty_key(self.config)
 
     def uniform(self) -> float:
         """The generator's next number in [0, 1). Drawn 64 at a time: the
@@ -139,7 +148,11 @@ class Batcher:
         self.hs: list[torch.Tensor] = []
         self.cs: list[torch.Tensor] = []
         self.logits: torch.Tensor | None = None
+        self.histories: dict[tuple, History] = {}
+        """Every active stream's penalty state: one History per penalty_key,
+        its rows those streams in the order of ``active``."""
         self._groups: list[tuple[SampleConfig, torch.Tensor | None]] | None = None
+        self._history_rows: list[tuple[History, torch.Tensor | None]] | None = None
         self._reader: threading.Thread | None = None
         self.lock = threading.Condition()
 
@@ -291,7 +304,9 @@ class Batcher:
         reading.done += 1
 
     def _prepare(self, job: Job, vocab_size: int) -> None:
-        job.history = History(job.config, vocab_size, 1, job.prompt_ids, self._breakers(job.config))
+        # Laid out as the History it will join, whose rows are the batch's streams.
+        job.history = History(job.config, vocab_size, 1, job.prompt_ids, self._breakers(job.config),
+                              layout_for=self.max_streams)
         job.generator = torch.Generator().manual_seed(job.seed)
         job.decoder = self.lm.tokenizer.stream_decoder()
         job.stop = StopText(job.config)
@@ -310,13 +325,25 @@ class Batcher:
                     continue
                 job.position = reading.done
                 self.active.append(job)
-                self._groups = None
+                self._join_history(job)
+                self._batch_changed()
                 if self.logits is None:
                     self.hs, self.cs, self.logits = list(h), list(c), reading.logits  # L × (1, H)
                 else:
                     self.hs = [torch.cat([a, b]) for a, b in zip(self.hs, h)]
                     self.cs = [torch.cat([a, b]) for a, b in zip(self.cs, c)]
                     self.logits = torch.cat([self.logits, reading.logits])
+
+    def _join_history(self, job: Job) -> None:
+        """The job's penalty state becomes the last row of its key's History."""
+        group = self.histories.get(job.penalties)
+        self.histories[job.penalties] = job.history if group is None else group.join(job.history)
+        job.history = None
+
+    def _batch_changed(self) -> None:
+        """A stream joined or left: the groups of rows are made afresh at the next round."""
+        self._groups = None
+        self._history_rows = None
 
     def _breakers(self, config: SampleConfig):
         return self.lm.breakers(config.dry_sequence_breakers) if config.dry_multiplier > 0 else None
@@ -333,24 +360,42 @@ class Batcher:
                 tokens = chosen
             else:
                 tokens[rows] = chosen
+        for history, rows in self._penalty_groups():
+            history.push(tokens if rows is None else tokens[rows])
         for i, (job, token) in enumerate(zip(self.active, tokens.tolist())):
-            job.history.push([token])
             if not job.cancelled:
                 events.append(self._emitted(job, i, token))
         return tokens
 
     def _penalized(self) -> torch.Tensor:
-        """The logits after each stream's own penalties and DRY. Most steps
-        change no row, and then the model's logits are used as they are."""
+        """The logits after each stream's own penalties and DRY, one call per
+        History (row by row the same as a call per stream). Most steps change
+        no row, and then the model's logits are used as they are."""
         out = self.logits
-        for i, job in enumerate(self.active):
-            row = out[i:i + 1]
-            changed = job.history.penalize(row)
-            if changed is not row:
+        for history, rows in self._penalty_groups():
+            part = self.logits if rows is None else self.logits.index_select(0, rows)
+            changed = history.penalize(part)
+            if changed is part:
+                continue
+            if rows is None:
+                out = changed
+            else:
                 if out is self.logits:
                     out = self.logits.clone()  # the model's own stay for logprobs
-                out[i] = changed[0]
+                out[rows] = changed
         return out
+
+    def _penalty_groups(self) -> list[tuple[History, torch.Tensor | None]]:
+        """Each History that penalises something, with the active rows it
+        holds (None: every row). Kept until a stream joins or leaves."""
+        if self._history_rows is None:
+            rows: dict[tuple, list[int]] = {}
+            for i, job in enumerate(self.active):
+                rows.setdefault(job.penalties, []).append(i)
+            self._history_rows = [
+                (self.histories[key], None if len(held) == len(self.active) else torch.tensor(held))
+                for key, held in rows.items() if self.histories[key].active]
+        return self._history_rows
 
     def _filter_groups(self) -> list[tuple[SampleConfig, torch.Tensor | None]]:
         """Active rows grouped by the settings that shape the distribution
@@ -440,8 +485,9 @@ class Batcher:
 
     def _retire(self, keep: list[int]) -> None:
         starts = list(accumulate((job.rows for job in self.active), initial=0))
+        self._keep_histories(keep)
         self.active = [self.active[i] for i in keep]
-        self._groups = None
+        self._batch_changed()
         if not keep:
             self.hs, self.cs, self.logits = [], [], None
             return
@@ -449,3 +495,14 @@ class Batcher:
         self.hs = [h.index_select(0, rows) for h in self.hs]
         self.cs = [c.index_select(0, rows) for c in self.cs]
         self.logits = self.logits.index_select(0, torch.tensor(keep, dtype=torch.long))
+
+    def _keep_histories(self, keep: list[int]) -> None:
+        """Each History keeps the rows of the kept active streams; one left empty goes."""
+        kept = set(keep)
+        seen: dict[tuple, int] = {}
+        rows: dict[tuple, list[int]] = {}
+        for i, job in enumerate(self.active):
+            row = seen[job.penalties] = seen.get(job.penalties, -1) + 1  # the job's row in its History
+            if i in kept:
+                rows.setdefault(job.penalties, []).append(row)
+        self.histories = {key: self.histories[key].keep(held) for key, held in rows.items()}

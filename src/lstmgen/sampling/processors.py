@@ -160,17 +160,40 @@ class History:
         self.dry_match = np.zeros((1, w), dtype=np.int64)
         for token in prompt_ids[-w:]:
             self.push(np.array([token]))
-        for name in ("window", "counts", "match", "dry_match"):
+        for name in ROW_STATE:
             setattr(self, name, np.repeat(getattr(self, name), streams, axis=0))
         if self.few_dry is not None:
             self.few_dry.copy_to(streams)
         self._rows = np.arange(streams)
 
+    def join(self, other: "History") -> "History":
+        """Append ``other``'s streams after this one's, as rows of one
+        History: a server's streams with equal settings (``penalty_key``)
+        then take one vectorised step between them, not one step each.
+        Both must be laid out alike (``layout_for``). Returns self."""
+        if self.active:
+            for name in ROW_STATE:
+                setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+            if self.few_dry is not None:
+                self.few_dry.streams.extend(other.few_dry.streams)
+            self._rows = np.arange(len(self.window))
+        return self
+
+    def keep(self, rows: list[int]) -> "History":
+        """Keep only the streams ``rows``, in that order (the others left). Returns self."""
+        if self.active:
+            for name in ROW_STATE:
+                setattr(self, name, getattr(self, name)[rows])
+            if self.few_dry is not None:
+                self.few_dry.streams = [self.few_dry.streams[i] for i in rows]
+            self._rows = np.arange(len(rows))
+        return self
+
     def set_row(self, row: int, other: "History") -> None:
         """Make stream ``row`` hold what one-stream ``other`` (made with
         ``layout_for`` this History's streams) holds."""
         if self.active:
-            for name in ("window", "counts", "match", "dry_match"):
+            for name in ROW_STATE:
                 getattr(self, name)[row] = getattr(other, name)[0]
             if self.few_dry is not None:
                 self.few_dry.streams[row] = other.few_dry.streams[0].copy()
@@ -219,8 +242,9 @@ class History:
             return logits
         c = self.config
         found_dry = None
-        if self.few_dry is not None:
-            found_dry = self.few_dry.repeats()
+        if self.use_dry:
+            found_dry = (self.few_dry.repeats() if self.few_dry is not None
+                         else self._repeats_at_least(self.dry_match, c.dry_allowed_length))
             if found_dry is None and not (self.use_counts or self.use_ngram):
                 return logits  # most steps: nothing to change, no copy
         original = logits.numpy()
@@ -234,13 +258,8 @@ class History:
                 out = out - c.presence_penalty * seen
             if c.frequency_penalty:
                 out = out - c.frequency_penalty * self.counts
-        if self.use_dry:
-            if self.few_dry is not None:
-                found = found_dry
-            else:
-                found = self._repeats_at_least(self.dry_match, c.dry_allowed_length)
-            if found is not None:
-                out = self._dry_penalty(out, *found)
+        if found_dry is not None:
+            out = self._dry_penalty(out, *found_dry)
         if self.use_ngram:
             n = c.no_repeat_ngram
             if n == 1:
@@ -277,6 +296,18 @@ class History:
         rows = np.broadcast_to(self._rows[:, None], self.window.shape)[valid]
         np.add.at(counts, (rows, self.window[valid]), 1)
         return counts
+
+
+ROW_STATE = ("window", "counts", "match", "dry_match")
+"""History's arrays with one row per stream."""
+
+
+def penalty_key(config: SampleConfig) -> tuple:
+    """The settings a History reads: streams whose keys are equal can share
+    one History (``History.join``), whatever their other settings."""
+    c = config
+    return (c.repetition_penalty, c.presence_penalty, c.frequency_penalty, c.penalty_window, c.dry_multiplier,
+            c.dry_base, c.dry_allowed_length, c.dry_sequence_breakers, c.no_repeat_ngram)
 
 
 FEW_STREAMS = 4
