@@ -201,10 +201,13 @@ def test_quality_summary_of_a_run_without_a_clock_budget_has_no_target():
 def test_serve_benchmark_counts_text_errors_hang_ups_and_seeded_probes(tmp_path):
     pytest.importorskip("uvicorn")
     data = bench("serve", "--clients", "4", "--seconds", "2", "--new-tokens", "60", "--ramp", "0.5",
-                 "--disconnect", "0.5", "--probes", "1", "--baseline-steps", "20", tmp_path=tmp_path)
+                 "--disconnect", "0.5", "--probes", "1", "--baseline-seconds", "0.1", tmp_path=tmp_path)
     assert data["errors"] == 0 and data["server_alive_at_end"]
     assert data["requests_started"] >= 4 and data["hung_up"] >= 1
     assert data["chars_per_second"] > 0 and 0 < data["of_generation"] < 5
+    # Batched generation is measured on both sides of the load, and the mean taken.
+    before, after = data["generation_before_load"], data["generation_after_load"]
+    assert data["generation_chars_per_second"] == pytest.approx((before["auto"] + after["auto"]) / 2)
     assert data["ttft_ms_p50"] <= data["ttft_ms_p99"] and data["chars_per_chunk"] >= 1
     assert 0 < data["server_cpu_cores"] <= os.cpu_count() + 0.5 and 0 < data["clients_cpu_cores"] <= os.cpu_count() + 0.5
     # A seeded request, alone and then among the clients: the same text and log-probabilities.
@@ -216,6 +219,15 @@ def test_batcher_benchmark_reports_rounds_and_tokens(tmp_path):
     data = bench("batcher", "--streams", "4", "--seconds", "0.3", "--neighbour", "0.1,0.3", tmp_path=tmp_path)
     assert data["streams"] == 4 and data["ms_per_round"] > 0
     assert data["tokens_per_second"] > 0 and data["neighbour"] == "0.1,0.3"
+
+
+def test_batcher_benchmark_replaces_streams_that_end(tmp_path):
+    """--new-tokens: streams of 5 characters end and new ones with fresh prompts take their places."""
+    data = bench("batcher", "--streams", "4", "--seconds", "0.5", "--new-tokens", "5", tmp_path=tmp_path)
+    assert data["new_tokens"] == 5 and data["ms_per_round"] is None
+    # Each stream writes 5 characters, so at least one new prompt per 5 characters after the first streams.
+    assert data["prompts_per_second"] > 0 and data["tokens_per_second"] > 0
+    assert data["prompts_per_second"] * 5 == pytest.approx(data["tokens_per_second"], rel=0.5)
 
 
 def test_items_benchmark_scores_both_models_on_the_same_items(tmp_path):
