@@ -51,6 +51,14 @@ def timed_stream(model, prompt: str, config: SampleConfig, device) -> dict:
             "us_per_step_after_first": 1e6 * (end - first) / max(steps - 1, 1)}
 
 
+def timed_for(model, prompt: str, streams: int, precision: str, seconds: float, device) -> dict:
+    """timed_stream over about ``seconds`` of steps, their number set by a 50-step probe."""
+    def config(steps: int) -> SampleConfig:
+        return SampleConfig(max_new_tokens=steps, num_samples=streams, seed=0, precision=precision)
+    probe = timed_stream(model, prompt, config(50), device)
+    return timed_stream(model, prompt, config(max(50, int(seconds * 1e6 / probe["us_per_step_after_first"]))), device)
+
+
 def window_refeed(model, prompt_ids: list[int], chars: int, window: int = 100) -> float:
     """Characters per second by the tutorial's method: run the last
     ``window`` characters from an empty state for every new character."""
@@ -123,11 +131,7 @@ def main() -> None:
         print(PrecisionChoice(**choice).describe(f"auto, {n} stream{'s' if n > 1 else ''}"))
     for n in args.batches:
         for precision in precisions:
-            probe = timed_stream(model, prompt, SampleConfig(max_new_tokens=50, num_samples=n, seed=0,
-                                                             precision=precision), device)
-            steps = max(50, int(args.seconds * 1e6 / probe["us_per_step_after_first"]))
-            r = timed_stream(model, prompt, SampleConfig(max_new_tokens=steps, num_samples=n, seed=0,
-                                                         precision=precision), device)
+            r = timed_for(model, prompt, n, precision, args.seconds, device)
             r.update(streams=n, precision=precision, flops_per_second=2 * params * r["chars_per_second"])
             r["gflops"] = r["flops_per_second"] / 1e9
             r["of_fp32_peak"] = r["flops_per_second"] / peak["fp32"]

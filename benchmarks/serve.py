@@ -43,31 +43,24 @@ import torch
 
 import lstmgen
 from common import ALICE, machine, pick_device, require, write_json
-from generation import timed_stream
-from lstmgen import SampleConfig
+from generation import timed_for
 from lstmgen.sampling.steps import step_precision
 from lstmgen.text.corpus import read_corpus
 
 
-def generation_baseline(streams: int, seconds: float = 2.0, precision: str = "fp32") -> float:
+def generation_baseline(model, streams: int, seconds: float = 2.0, precision: str = "fp32") -> float:
     """Characters per second of lstmgen's own batched generation, measured
     as benchmarks/generation.py measures it: the step precision chosen
     first (auto's timing is not part of the figure), a 50-step probe, then
     about ``seconds`` of steps."""
-    model = lstmgen.load()
-    device = torch.device("cpu")
     step_precision(model.model, precision, streams)
-
-    def config(steps: int) -> SampleConfig:
-        return SampleConfig(max_new_tokens=steps, num_samples=streams, seed=0, precision=precision)
-    probe = timed_stream(model, "Alice was beginning", config(50), device)
-    steps = max(50, int(seconds * 1e6 / probe["us_per_step_after_first"]))
-    return timed_stream(model, "Alice was beginning", config(steps), device)["chars_per_second"]
+    return timed_for(model, "Alice was beginning", streams, precision, seconds, torch.device("cpu"))["chars_per_second"]
 
 
 def generation_baselines(args) -> dict[str, float]:
     """Batched generation at --clients streams, fp32 and auto, each as generation.py measures it."""
-    rates = {p: generation_baseline(args.clients, args.baseline_seconds, p) for p in ("fp32", "auto")}
+    model = lstmgen.load()
+    rates = {p: generation_baseline(model, args.clients, args.baseline_seconds, p) for p in ("fp32", "auto")}
     print(f"batched generation, {args.clients} streams: fp32 {rates['fp32']:,.0f} chars/s, auto {rates['auto']:,.0f}")
     return rates
 
