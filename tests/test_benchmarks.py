@@ -215,6 +215,16 @@ def test_serve_benchmark_counts_text_errors_hang_ups_and_seeded_probes(tmp_path)
     assert data["seeded_same_logprobs_under_load"] == 1
 
 
+def test_prompt_reading_benchmark_times_and_scores_both_precisions(tmp_path):
+    data = bench("prompt_reading", "--prompts", "5", "--chars", "40", tmp_path=tmp_path)
+    assert data["prompts"] == 5 and data["fp32"]["ms_per_prompt"] > 0
+    assert 0 < data["fp32"]["next_char_bits"] < 10
+    if data["bf16_steps_read_in"] == "bf16":
+        assert data["bf16"]["ms_per_prompt"] > 0 and data["bf16"]["next_char_bits"] != data["fp32"]["next_char_bits"]
+    else:
+        assert "bf16" not in data
+
+
 def test_batcher_benchmark_reports_rounds_and_tokens(tmp_path):
     data = bench("batcher", "--streams", "4", "--seconds", "0.3", "--neighbour", "0.1,0.3", tmp_path=tmp_path)
     assert data["streams"] == 4 and data["ms_per_round"] > 0

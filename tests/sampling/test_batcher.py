@@ -45,6 +45,22 @@ def test_alone_equals_generate_and_equals_itself_in_a_crowd_bit_for_bit():
     assert [i["top"] for i in infos2] == [i["top"] for i in infos]
 
 
+def test_bf16_steps_read_prompts_as_generate_does_and_give_its_text():
+    """A bf16 server reads each prompt in bf16 where the CPU runs a bf16 LSTM, as lstmgen
+    generate --precision bf16 does, so a seeded request gets generate's text; a prompt longer
+    than one reading slice is read on from a bf16 state that went through fp32 unchanged."""
+    model = lstmgen.load()
+    batcher = Batcher(model, precision="bf16")
+    assert batcher.prompt_precision in ("bf16", "fp32")
+    assert Batcher(model, precision="fp32").prompt_precision == "fp32"
+    for prompt in ("Alice was", "The Queen said " * 40):  # 600 characters: two slices of 512 and 88
+        config = SampleConfig(max_new_tokens=150, precision="bf16")
+        expected = model.generate(prompt, SampleConfig(max_new_tokens=150, precision="bf16", seed=11))[0]
+        job, pieces, ends, _ = submit_stream(batcher, model, prompt, config, 11)
+        run_all(batcher)
+        assert "".join(pieces) == expected and ends == ["length"]
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8", "auto"])
 def test_any_fixed_step_precision_gives_a_stream_its_text_alone_and_in_a_crowd(precision):
     """lstmgen serve --precision: whatever kernel steps the batch, padding to its own row-stable size
@@ -126,3 +142,4 @@ def test_streams_of_several_penalty_settings_share_histories_and_keep_their_own_
     run_all(crowded)
     assert not crowded.histories and not crowded.active
     assert ["".join(pieces) for _, pieces, _, _ in streams] == [text_alone(i) for i in range(12)]
+

@@ -49,7 +49,7 @@ import torch
 
 from .config import SampleConfig
 from .processors import History, choose_tokens, penalty_key
-from .steps import row_stable_batch, step_precision, step_weights
+from .steps import prompt_precision, read_prompt, row_stable_batch, step_precision, step_weights
 from .stops import StopText
 from .window import empty_windows, step_windows, window_slots
 
@@ -135,6 +135,7 @@ class Batcher:
         # changed with the load would change a stream's text with it.
         self.precision_choice = step_precision(self.model, precision, max_streams)
         self.stepper = step_weights(self.model, self.precision_choice.precision)
+        self.prompt_precision = prompt_precision(self.model, self.precision_choice.precision)
         # As LanguageModel.start: a window-trained model slides its windows unless a request asks for 'stateful'.
         self.window = language_model.unscored_tokens if language_model.framing == "windows" else 0
         self.end_id = language_model.tokenizer.end_id if language_model.items else None
@@ -282,8 +283,7 @@ class Batcher:
                 continue
             end = min(reading.done + PROMPT_TOKENS_PER_ROUND, len(reading.ids))
             ids = torch.tensor([reading.ids[reading.done:end]], dtype=torch.long)
-            logits, _, reading.state = self.model(ids, reading.state, last_only=True)
-            reading.logits = logits.float()
+            reading.logits, reading.state = read_prompt(self.model, ids, reading.state, self.prompt_precision)
             count += end - reading.done
             reading.done = end
         if reading.done == len(reading.ids) and not reading.ready:

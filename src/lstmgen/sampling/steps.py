@@ -69,6 +69,45 @@ def step_precision(model: LSTMLanguageModel, requested: str, batch: int) -> Prec
                   repeats=burst)
 
 
+def prompt_precision(model: LSTMLanguageModel, step: str) -> str:
+    """The precision a prompt is read in before steps of precision ``step``:
+    bf16 for bf16 steps on a CPU whose PyTorch runs nn.LSTM in bf16, fp32
+    otherwise. A bf16 step multiplies in bf16 and keeps the state in fp32;
+    the prompt is read by nn.LSTM under autocast, state and all in bf16,
+    which on a 2-core Zen 4 CPU (AVX512-BF16, one thread) took 5.4 ms
+    instead of 11.6 for 100 characters, and the next character after 300
+    Alice prompts scored 1.5252 bits against 1.5254 (benchmarks/prompt_reading.py;
+    BENCHMARKS.md, "Prompts read in bf16, Zen 4 CPU")."""
+    if step != "bf16" or model.head.weight.device.type != "cpu":
+        return "fp32"
+    return "bf16" if _bf16_lstm_runs(model) else "fp32"
+
+
+_bf16_lstm: "weakref.WeakKeyDictionary[LSTMLanguageModel, bool]" = weakref.WeakKeyDictionary()
+
+
+def _bf16_lstm_runs(model: LSTMLanguageModel) -> bool:
+    """Whether this PyTorch runs the model's nn.LSTM in bf16 here (oneDNN has
+    no bf16 kernel on some CPUs): tried once per model on a 2-token prompt."""
+    if model not in _bf16_lstm:
+        try:
+            with torch.inference_mode():
+                read_prompt(model, torch.zeros(1, 2, dtype=torch.long), None, "bf16")
+            _bf16_lstm[model] = True
+        except RuntimeError:
+            _bf16_lstm[model] = False
+    return _bf16_lstm[model]
+
+
+def read_prompt(model: LSTMLanguageModel, ids: torch.Tensor, state: tuple | None, precision: str):
+    """nn.LSTM over ``ids`` (B, T) from ``state``, in ``precision`` (from
+    prompt_precision). Returns the last logits (B, V) and the (h, c) state,
+    all fp32 (a bf16 state read on in bf16 goes back to the same bits)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits, _, (h, c) = model(ids, state, last_only=True)
+    return logits.float(), (h.float(), c.float())
+
+
 def _step_call(model: LSTMLanguageModel, precision: str, batch: int, steps: int):
     """A factory of ``steps`` generation steps of ``batch`` streams, as one call."""
     def make():

@@ -12,7 +12,7 @@ from ..errors import LstmgenError
 from ..model import LSTMLanguageModel
 from .config import SampleConfig
 from .processors import History, next_tokens
-from .steps import _GraphedStep, step_precision, step_weights
+from .steps import _GraphedStep, prompt_precision, read_prompt, step_precision, step_weights
 
 
 class TokenStream:
@@ -32,11 +32,13 @@ class TokenStream:
         n = config.num_samples
         ids = torch.tensor(prompt_ids, dtype=torch.long, device=self.device).unsqueeze(0)  # (1, P)
         # Read the whole prompt in one call (nn.LSTM's kernel is fastest for
-        # long sequences); samples share its state, so copy it N times.
-        logits, _, (h, c) = model(ids, None, last_only=True)  # logits (1, V); h, c (L, 1, H)
+        # long sequences), in the precision that goes with the steps; samples
+        # share its state, so copy it N times.
+        steps = step_precision(model, config.step_request, n).precision
+        logits, (h, c) = read_prompt(model, ids, None, prompt_precision(model, steps))  # (1, V); (L, 1, H)
         self.hs = [h[layer].repeat(n, 1) for layer in range(h.size(0))]  # L × (N, H)
         self.cs = [c[layer].repeat(n, 1) for layer in range(c.size(0))]
-        self.logits = logits.float().repeat(n, 1)  # (N, V)
+        self.logits = logits.repeat(n, 1)  # (N, V)
         self.recent = [list(prompt_ids[-config.penalty_window:]) for _ in range(n)]
         self.pending: torch.Tensor | None = None  # drawn and handed out, not yet read by the model
         self.config, self.graphed = None, None
