@@ -12,8 +12,9 @@ The two processes speak over two pipes::
     submit / cancel / stop  ── requests ──▶  a thread that feeds the Batcher
     deliver(events)         ◀── events ───   Batcher.run, one list per round
 
-Each round's events go as one message: (job id, piece, finish reason,
-logprobs, tokens produced) for every stream that moved. The scheduler
+Each round's events go as one message, or several rounds' as one when
+they pile up: (job id, piece, finish reason, logprobs, tokens produced)
+for every stream that moved. The scheduler
 process loads the model from its run directory; it ignores SIGINT and
 SIGTERM (the server drains, then stops it) and ends by itself when the
 server's end of a pipe closes.
@@ -181,12 +182,14 @@ def _scheduler_main(path: str, precision: str, max_streams: int, threads: int, r
         return
     jobs: dict[int, object] = {}  # by the server's id, for cancelling
 
+    events.send(("ready", {"precision": batcher.precision_choice.to_dict(), "window": batcher.window}))
+    outbox = _Outbox(events)
+
     def deliver(round_: list) -> None:
-        # Here a Job's ``emit`` holds the server's id of its stream: events go back as one message.
-        events.send([(job.emit, piece, reason, info, job.produced) for job, piece, reason, info in round_])
+        # Here a Job's ``emit`` holds the server's id of its stream.
+        outbox.put([(job.emit, piece, reason, info, job.produced) for job, piece, reason, info in round_])
 
     batcher.deliver = deliver
-    events.send(("ready", {"precision": batcher.precision_choice.to_dict(), "window": batcher.window}))
     stopping = threading.Event()
 
     def take_requests() -> None:
@@ -208,4 +211,49 @@ def _scheduler_main(path: str, precision: str, max_streams: int, threads: int, r
         stopping.set()
 
     threading.Thread(target=take_requests, daemon=True, name="lstmgen-requests").start()
-    batcher.run(stopping)
+    try:
+        batcher.run(stopping)
+    finally:
+        outbox.close()
+
+
+class _Outbox:
+    """Each round's events, sent to the server by a thread of their own. The
+    stepping thread only hands them over: pickling 64 streams' events and
+    writing them to the pipe took about 7% of its time under load (a
+    profile of benchmarks/serve.py), and it now happens while the steps'
+    products run. Rounds that pile up meanwhile go as one message."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.events: list = []
+        self.closed = False
+        self.wake = threading.Condition()
+        self.thread = threading.Thread(target=self._send, daemon=True, name="lstmgen-events")
+        self.thread.start()
+
+    def put(self, events: list) -> None:
+        with self.wake:
+            self.events += events
+            self.wake.notify()
+
+    def close(self) -> None:
+        """Send what is left, then stop."""
+        with self.wake:
+            self.closed = True
+            self.wake.notify()
+        self.thread.join()
+
+    def _send(self) -> None:
+        while True:
+            with self.wake:
+                while not self.events and not self.closed:
+                    self.wake.wait()
+                events, self.events, closed = self.events, [], self.closed
+            if events:
+                try:
+                    self.pipe.send(events)
+                except OSError:  # the server went away; the requests pipe tells the scheduler to stop
+                    return
+            if closed and not events:
+                return
