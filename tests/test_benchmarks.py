@@ -205,6 +205,9 @@ def test_serve_benchmark_counts_text_errors_hang_ups_and_seeded_probes(tmp_path)
     assert data["errors"] == 0 and data["server_alive_at_end"]
     assert data["requests_started"] >= 4 and data["hung_up"] >= 1
     assert data["chars_per_second"] > 0 and 0 < data["of_generation"] < 5
+    # The steady state runs from the end of the ramp to the end of the run; the whole run's
+    # figure also counts the ramp and the last requests finishing, with fewer clients.
+    assert data["steady_seconds"] == pytest.approx(1.5) and data["chars_per_second_whole_run"] > 0
     # Batched generation is measured on both sides of the load, and the mean taken.
     before, after = data["generation_before_load"], data["generation_after_load"]
     assert data["generation_chars_per_second"] == pytest.approx((before["auto"] + after["auto"]) / 2)
@@ -223,6 +226,15 @@ def test_prompt_reading_benchmark_times_and_scores_both_precisions(tmp_path):
         assert data["bf16"]["ms_per_prompt"] > 0 and data["bf16"]["next_char_bits"] != data["fp32"]["next_char_bits"]
     else:
         assert "bf16" not in data
+
+
+def test_serve_benchmark_counts_the_steady_state_only():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import serve
+
+    arrivals = [(0.5, 10), (1.0, 20), (1.999, 30), (2.0, 40), (3.5, 50)]
+    assert serve.steady_rate(arrivals, 1.0, 2.0) == pytest.approx(50.0)  # 20 + 30 over one second
+    assert serve.steady_rate(arrivals, 0.0, 4.0) == pytest.approx(150 / 4)
 
 
 def test_batcher_benchmark_reports_rounds_and_tokens(tmp_path):
