@@ -24,8 +24,7 @@ import time
 import torch
 
 import lstmgen
-from common import ALICE, machine, pick_device, require, write_json
-from lstmgen.text.corpus import read_corpus
+from common import alice_excerpts, machine, pick_device, write_json
 
 
 def spin(busy_ms: float, idle_ms: float, stop: threading.Event) -> None:
@@ -38,8 +37,7 @@ def spin(busy_ms: float, idle_ms: float, stop: threading.Event) -> None:
 
 def alice_prompts(model, count: int = 97) -> list[list[int]]:
     """100-character prompts from Alice (as benchmarks/serve.py sends), as token ids."""
-    text = read_corpus(require(ALICE), lstmgen.CorpusConfig()).text
-    return [model.prompt_ids(model.prepare_text(text[i:i + 100]).text) for i in range(5000, 5000 + 100 * count, 100)]
+    return [model.prompt_ids(model.prepare_text(text).text) for text in alice_excerpts(count, 100, 100)]
 
 
 def churn(batcher, seconds: float, made: list, started: list) -> tuple[float, int, int]:

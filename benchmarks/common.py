@@ -25,6 +25,17 @@ def require(path: Path) -> Path:
     return path
 
 
+def alice_excerpts(count: int, chars: int, stride: int, corpus=None) -> list[str]:
+    """``count`` excerpts of ``chars`` characters from Alice, one every
+    ``stride`` characters from the 5,000th, read with ``corpus`` (a
+    CorpusConfig; the default one when None)."""
+    import lstmgen
+    from lstmgen.text.corpus import read_corpus
+
+    text = read_corpus(require(ALICE), corpus or lstmgen.CorpusConfig()).text
+    return [text[i:i + chars] for i in range(5000, 5000 + stride * count, stride)]
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 
 import lstmgen
-from common import ALICE, machine, pick_device, require, write_json
+from common import alice_excerpts, machine, pick_device, write_json
 from lstmgen.sampling.steps import prompt_precision, read_prompt
-from lstmgen.text.corpus import read_corpus
 
 
 def measure(model, prompts: list[torch.Tensor], precision: str) -> dict:
@@ -52,9 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = lstmgen.load()
-    text = read_corpus(require(ALICE), model.corpus_config).text
-    prompts = [torch.tensor([model.prompt_ids(model.prepare_text(text[i:i + args.chars + 1]).text)])
-               for i in range(5000, 5000 + 301 * args.prompts, 301)]
+    prompts = [torch.tensor([model.prompt_ids(model.prepare_text(text).text)])
+               for text in alice_excerpts(args.prompts, args.chars + 1, 301, model.corpus_config)]
     bf16 = prompt_precision(model.model, "bf16")
     result = {"machine": machine(pick_device("cpu")), "threads": args.threads, "prompts": len(prompts),
               "chars": args.chars, "bf16_steps_read_in": bf16, "fp32": measure(model, prompts, "fp32")}

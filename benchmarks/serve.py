@@ -45,10 +45,9 @@ import numpy as np
 import torch
 
 import lstmgen
-from common import ALICE, machine, pick_device, require, write_json
+from common import alice_excerpts, machine, pick_device, write_json
 from generation import timed_for
 from lstmgen.sampling.steps import step_precision
-from lstmgen.text.corpus import read_corpus
 
 
 def generation_baseline(model, streams: int, seconds: float = 2.0, precision: str = "fp32") -> float:
@@ -255,8 +254,7 @@ def main() -> None:
         parser.error("--ramp must be at least 0 and shorter than --seconds")
     print(f"machine: {machine(pick_device('cpu'))}")
     before = generation_baselines(args)
-    text = read_corpus(require(ALICE), lstmgen.CorpusConfig()).text
-    prompts = [text[i:i + 100] for i in range(5000, 5000 + 100 * 97, 97)]
+    prompts = alice_excerpts(100, 100, 97)
     server, base = start_server(args)
     try:
         server_cpu, client_cpu, wall = cpu_seconds(server.pid), cpu_seconds(os.getpid(), descendants=False), time.monotonic()

@@ -42,12 +42,13 @@ class TokenStream:
         self.recent = [list(prompt_ids[-config.penalty_window:]) for _ in range(n)]
         self.pending: torch.Tensor | None = None  # drawn and handed out, not yet read by the model
         self.config, self.graphed = None, None
-        self.reconfigure(config)
+        self.reconfigure(config, steps)
 
     @torch.inference_mode()
-    def reconfigure(self, config: SampleConfig) -> None:
+    def reconfigure(self, config: SampleConfig, precision: str | None = None) -> None:
         """Sample from now on with ``config`` (same number of samples); the
-        penalty history is rebuilt from the recent tokens."""
+        penalty history is rebuilt from the recent tokens. ``precision``: the
+        step precision already chosen for ``config`` (chosen here when None)."""
         if self.config is not None and config.num_samples != self.config.num_samples:
             raise LstmgenError("a text in progress keeps its number of samples; start a new one to change it")
         n = config.num_samples
@@ -56,7 +57,8 @@ class TokenStream:
             if self.graphed is not None:  # the state lived in the graph's buffers
                 self.hs, self.cs = [h.clone() for h in self.graphed.h], [c.clone() for c in self.graphed.c]
         self.config = config
-        self.stepper = step_weights(self.model, step_precision(self.model, config.step_request, n).precision)
+        precision = precision or step_precision(self.model, config.step_request, n).precision
+        self.stepper = step_weights(self.model, precision)
         self.history = self._history(config)
         self.graphed = None
         if self.device.type == "cuda" and config.max_new_tokens > 1:
