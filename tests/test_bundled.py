@@ -102,3 +102,41 @@ def test_prompts_read_in_bf16_score_the_next_character_as_fp32_does():
                 losses[precision] += float(F.cross_entropy(logits, ids[0, -1:])) / 60
     assert losses["bf16"] != losses["fp32"]  # it did read in bf16
     assert abs(losses["bf16"] - losses["fp32"]) < 0.01
+
+
+def test_a_bf16_read_is_nn_lstm_under_bf16_autocast_bit_for_bit():
+    """read_prompt's bf16 copy of the model, kept so that no call casts the
+    weights again, gives autocast's own bits, read whole or on from a state,
+    and is made again once the weights change."""
+    import torch
+
+    from lstmgen.sampling.steps import prompt_precision, read_prompt
+
+    model = lstmgen.load()
+    if prompt_precision(model.model, "bf16") != "bf16":
+        pytest.skip("this PyTorch has no bf16 LSTM on this CPU: bf16 steps read their prompts in fp32 here")
+    net = model.model
+
+    def autocast_read(ids, state):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _, (h, c) = net(ids, state, last_only=True)
+        return [logits.float(), h.float(), c.float()]
+
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for length in (1, 37, 100, 513):
+            ids = torch.randint(net.config.vocab_size, (2, length), generator=g)
+            logits, (h, c) = read_prompt(net, ids, None, "bf16")
+            assert all(torch.equal(a, b) for a, b in zip([logits, h, c], autocast_read(ids, None)))
+            on = read_prompt(net, ids, (h, c), "bf16")
+            assert all(torch.equal(a, b) for a, b in zip([on[0], *on[1]], autocast_read(ids, (h, c))))
+        ids = torch.randint(net.config.vocab_size, (1, 50), generator=g)
+        before = read_prompt(net, ids, None, "bf16")[0]
+        with torch.no_grad():
+            net.head.bias += 1.0
+        try:
+            after = read_prompt(net, ids, None, "bf16")[0]
+            assert torch.equal(after, autocast_read(ids, None)[0]) and not torch.equal(after, before)
+        finally:
+            with torch.no_grad():
+                net.head.bias -= 1.0
