@@ -128,6 +128,8 @@ def files(tmp_path):
     (["generate", "--top-p", "1.2"], ["--top-p"]),
     (["generate", "--max-new-tokens", "-3"], ["--max-new-tokens"]),
     (["evaluate", "{d}/notrun"], ["not an lstmgen checkpoint"]),
+    (["serve", "--scheduler", "thread", "--processes", "2"], ["--processes needs --scheduler process"]),
+    (["serve", "--processes", "65"], ["--processes must be from 1 to --max-streams (64)"]),
 ])
 def test_bad_input_gets_one_clear_line(files, args, needles):
     alice = corpus_path("alice-gutenberg-11-utf8.txt")

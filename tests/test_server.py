@@ -239,5 +239,71 @@ def test_a_scheduler_in_its_own_process_serves_the_same_text_and_frees_what_leav
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
-    batcher.process.join(timeout=15)
+    # The slot's thread stops the process and waits for it: a second thread waiting for the same
+    # child at the same moment can find it reaped but not yet marked ended.
+    app.state.slots["alice"].thread.join(timeout=30)
     assert not batcher.process.is_alive() and batcher.process.exitcode == 0
+
+
+def test_two_scheduler_processes_share_the_streams_and_keep_the_text():
+    """processes=2: each process steps its share of --max-streams. A seeded stream gets lstmgen
+    generate's text whichever process steps it, alone or among others; a request's n streams stay
+    in one process (one reading of their prompt); a process that dies ends only its own streams,
+    and the other takes new ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    model = lstmgen.load()
+    app = lstmgen.create_server({"alice": model}, scheduler="process", processes=2, max_streams=8)
+    pool = app.state.slots["alice"].batcher
+    first, second = pool.shards
+    assert (first.max_streams, second.max_streams) == (4, 4)
+    srv, thread, port = start_server(app)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        client = openai.OpenAI(base_url=base, api_key="none", max_retries=0)
+        expected = model.generate("Alice was", lstmgen.SampleConfig(max_new_tokens=100, seed=3, precision="fp32"))[0]
+        assert client.completions.create(model="alice", prompt="Alice was", max_tokens=100, seed=3).choices[0].text \
+            == expected
+        with ThreadPoolExecutor(8) as crowd:  # 8 streams at once: 4 in each process
+            answers = [crowd.submit(client.completions.create, model="alice", prompt="Alice was", max_tokens=100,
+                                    seed=3) for _ in range(8)]
+            assert [answer.result().choices[0].text for answer in answers] == [expected] * 8
+        with httpx.Client(timeout=30) as http:
+            with http.stream("POST", f"{base}/completions",
+                             json={"prompt": "Alice", "max_tokens": 4000, "stream": True, "n": 2}) as pair:
+                pair_lines = pair.iter_lines()
+                assert next(pair_lines).startswith("data: ")
+                assert sorted(shard.streams for shard in pool.shards) == [0, 2]  # the pair kept together
+                with http.stream("POST", f"{base}/completions",
+                                 json={"prompt": "Alice", "max_tokens": 4000, "stream": True}) as single:
+                    single_lines = single.iter_lines()
+                    assert next(single_lines).startswith("data: ")
+                    assert sorted(shard.streams for shard in pool.shards) == [1, 2]  # to the emptier process
+                    lonely = next(shard for shard in pool.shards if shard.streams == 1)
+                    lonely.process.kill()
+                    rest = [line for line in single_lines if line]
+                    assert rest[-1] == "data: [DONE]" and '"finish_reason": "length"' in rest[-2]
+                    for _ in range(3):  # the other process takes every new request
+                        done = client.completions.create(model="alice", prompt="Alice was", max_tokens=20, seed=3)
+                        assert done.choices[0].text == expected[:20]
+                    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+    app.state.slots["alice"].thread.join(timeout=30)  # as above: the slot's thread waits for the processes
+    assert not any(shard.process.is_alive() for shard in pool.shards)
+    assert [shard.process.exitcode for shard in pool.shards].count(0) == 1
+
+
+def test_scheduler_processes_by_default_fill_the_cores_with_at_least_32_streams_each():
+    from lstmgen.sampling.batcher_process import scheduler_processes
+
+    assert scheduler_processes(cores=2, threads=1, max_streams=64) == 2
+    assert scheduler_processes(cores=2, threads=1, max_streams=40) == 1
+    assert scheduler_processes(cores=8, threads=7, max_streams=64) == 1
+    assert scheduler_processes(cores=8, threads=1, max_streams=256) == 8
+    assert scheduler_processes(cores=1, threads=1, max_streams=64) == 1
+    with pytest.raises(lstmgen.LstmgenError, match="--processes must be from 1 to --max-streams"):
+        lstmgen.create_server({"alice": lstmgen.load()}, scheduler="thread", processes=2)

@@ -26,7 +26,7 @@ _EXPORTS = {
     # other tools' formats
     "import_keras": "interop.keras", "read_keras": "interop.keras", "export_onnx": "interop.onnx",
     # sampling, evaluation
-    "load": "api", "LanguageModel": "api", "Generation": "api", "Batcher": "sampling.batcher", "BatcherProcess": "sampling.batcher_process", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
+    "load": "api", "LanguageModel": "api", "Generation": "api", "Batcher": "sampling.batcher", "BatcherProcess": "sampling.batcher_process", "BatcherPool": "sampling.batcher_process", "scheduler_processes": "sampling.batcher_process", "SampleConfig": "sampling.config", "fresh_seed": "sampling.config",
     "EvalResult": "evaluate", "samples_report": "sampling.report", "items_report": "sampling.item_report", "parse_setting": "sampling.report",
     "plot_runs": "curves", "read_curve": "curves", "write_run_curves": "curves",
     # every door's options, from the config dataclasses

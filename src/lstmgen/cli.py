@@ -304,16 +304,20 @@ def _add_serve(sub) -> None:
     p.add_argument("--drain-seconds", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, let running streams finish for up to this long, then exit 0")
     p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="PyTorch threads for the model's steps (default: one fewer than PyTorch's own default, "
-                        "so that one core answers HTTP)")
+                   help="PyTorch threads for each scheduler process's steps (default: one fewer than PyTorch's "
+                        "own default, at least one)")
     p.add_argument("--stream-interval", type=float, default=0.05, metavar="SECONDS",
                    help="a streamed completion sends its text at most this often, all of it since the last chunk")
     p.add_argument("--scheduler", choices=("process", "thread"), default="process",
                    help="step each model in a process of its own (default: the event loop and the steps then "
                         "never wait for each other's turn at Python's lock) or in a thread of the server's")
+    p.add_argument("--processes", type=_positive_int, metavar="N",
+                   help="scheduler processes per model, each stepping its share of the streams on --threads "
+                        "threads (default: as many as the cores hold, each with at least 32 streams: 2 on a "
+                        "2-core CPU, 1 on three cores or more)")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8", "onnx", "auto"), default="auto",
                    help="the step precision of every model, fixed while the server runs so that text does not "
-                        "depend on load: auto (default) takes the fastest at --max-streams, timed once at start; "
+                        "depend on load: auto (default) takes the fastest for one scheduler process's share of --max-streams, timed once at start; "
                         "fp32 gives the text of lstmgen generate --precision fp32")
 
 
@@ -562,11 +566,16 @@ def cmd_serve(args) -> int:
     # One core for the event loop: measured on 2 cores under 64 streams, one step thread delivered
     # 5,700 characters/s and two delivered 3,700, the second spinning in OpenMP's barrier while
     # HTTP work held its core.
-    threads = args.threads or max(1, torch.get_num_threads() - 1)
+    cores = torch.get_num_threads()
+    threads = args.threads or max(1, cores - 1)
     torch.set_num_threads(threads)
+    if args.scheduler == "thread" and args.processes not in (None, 1):
+        raise LstmgenError("--processes needs --scheduler process (a thread scheduler steps in this process)")
+    processes = 1 if args.scheduler == "thread" else (
+        args.processes if args.processes is not None else lstmgen.scheduler_processes(cores, threads, args.max_streams))
     app = lstmgen.create_server(loaded, max_streams=args.max_streams, stream_interval=args.stream_interval,
                                 api_key=args.api_key, precision=args.precision, scheduler=args.scheduler,
-                                threads=threads)
+                                threads=threads, processes=processes)
     if not args.api_key and not _loopback(args.host):
         _warn(f"serving on {args.host} without an API key: anyone who can reach this address can use it; "
               "add --api-key KEY (or set LSTMGEN_API_KEY)")

@@ -112,9 +112,12 @@ def _field_names(message: str) -> str:
 
 class ModelSlot:
     def __init__(self, name: str, model, max_streams: int, precision: str = "fp32", scheduler: str = "thread",
-                 threads: int = 1):
+                 threads: int = 1, processes: int = 1):
         self.name, self.model = name, model
-        if scheduler == "process":
+        if scheduler == "process" and processes > 1:
+            self.batcher = lstmgen.BatcherPool(model, precision=precision, max_streams=max_streams,
+                                               processes=processes, threads=threads)
+        elif scheduler == "process":
             self.batcher = lstmgen.BatcherProcess(model, precision=precision, max_streams=max_streams,
                                                   threads=threads)
         else:
@@ -155,7 +158,7 @@ def _schedulers_running(slots: dict[str, ModelSlot]):
 def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: int = 4096,
                max_prompt_chars: int = 100_000, max_queue: int = 256, max_body_bytes: int = 1 << 20,
                max_seconds: float = 300.0, stream_interval: float = 0.05, api_key: str | None = None,
-               precision: str = "fp32", scheduler: str = "thread", threads: int = 1) -> FastAPI:
+               precision: str = "fp32", scheduler: str = "thread", threads: int = 1, processes: int = 1) -> FastAPI:
     """Streams beyond ``max_streams`` a model wait, up to ``max_queue`` more;
     past that a request gets 429 with Retry-After. A request runs at most
     ``max_seconds``, then ends with finish_reason 'length'. A streamed
@@ -163,15 +166,20 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     ``stream_interval`` seconds with all the text since. With ``api_key``,
     every /v1 request needs ``Authorization: Bearer API_KEY`` (401 without).
     ``precision`` is every model's step precision, fixed while the server
-    runs ('auto': the fastest at ``max_streams``, timed once at start).
+    runs ('auto': the fastest for one scheduler's streams, timed once at start).
     ``scheduler``: 'thread' steps each model in a thread of this process;
-    'process' in a process of its own (batcher_process.py), on ``threads``
-    PyTorch threads, loading the model again there from its run directory
+    'process' in ``processes`` processes of its own (batcher_process.py),
+    which share its ``max_streams`` between them, each on ``threads``
+    PyTorch threads and loading the model again from its run directory
     (started as multiprocessing's 'spawn' starts it, so a script that asks
     for it needs an ``if __name__ == "__main__":`` guard)."""
     if scheduler not in ("thread", "process"):
         raise LstmgenError(f"scheduler must be 'thread' or 'process', got {scheduler!r}")
-    slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads) for name, m in models.items()}
+    if not 1 <= processes <= max_streams or (processes > 1 and scheduler != "process"):
+        raise LstmgenError(f"--processes must be from 1 to --max-streams ({max_streams}), and more than 1 only "
+                           f"with --scheduler process; got {processes}")
+    slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads, processes)
+             for name, m in models.items()}
     default_name = next(iter(slots))
     app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=_schedulers_running(slots))
     app.state.slots = slots
@@ -272,7 +280,7 @@ def _submit(slot: ModelSlot, ids: list[int], config: SampleConfig, n: int, logpr
 
         def emit(piece, reason, info, queue=queue):  # called in the event loop (_deliver)
             queue.put_nowait((piece, reason, info))
-        jobs.append(slot.batcher.submit(ids, config, seed + i, emit, logprobs))
+        jobs.append(slot.batcher.submit(ids, config, seed + i, emit, logprobs, near=jobs[0] if jobs else None))
         queues.append(queue)
     return queues, jobs
 
@@ -307,6 +315,8 @@ async def _next(queue: asyncio.Queue, request: Request, deadline: float):
         end = min(deadline, request.app.state.drain_deadline)
         if time.monotonic() >= end:  # before reading: a stream that never pauses must still stop
             return TIME_UP
+        if not queue.empty():  # the usual case while streaming: no timer and no task to make
+            return queue.get_nowait()
         try:
             return await asyncio.wait_for(queue.get(), timeout=min(0.1, max(end - time.monotonic(), 0.01)))
         except asyncio.TimeoutError:

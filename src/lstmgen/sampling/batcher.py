@@ -40,6 +40,7 @@ last W tokens of its prompt, one W-row step per token, as WindowStream does.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -128,7 +129,10 @@ class Batcher:
     job's ``emit`` is called in turn."""
 
     def __init__(self, language_model, precision: str = "fp32", max_streams: int = 64,
-                 deliver: Callable[[list], None] | None = None):
+                 deliver: Callable[[list], None] | None = None, stable_rows: int | None = None):
+        """``stable_rows``: the batch whose rows every step's must match bit
+        for bit (default ``max_streams``); the processes of a BatcherPool
+        all give the largest one's share, so they pad their steps alike."""
         self.lm = language_model
         self.model = language_model.model.eval()
         # 'auto' is decided once, at max_streams, and kept: a precision that
@@ -142,7 +146,7 @@ class Batcher:
         """An item model's end token, which finishes a stream with 'stop'."""
         self.max_streams = max_streams
         self.deliver = deliver or self.emit_each
-        self.min_batch = row_stable_batch(self.stepper, self.model.config.vocab_size, max_streams)
+        self.min_batch = row_stable_batch(self.stepper, self.model.config.vocab_size, stable_rows or max_streams)
         self.waiting: list[Job] = []
         self.reading: list[_Reading] = []
         self.active: list[Job] = []
@@ -163,7 +167,11 @@ class Batcher:
         for job, piece, reason, info in events:
             job.emit(piece, reason, info)
 
-    def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None) -> Job:
+    def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None,
+               near: Job | None = None) -> Job:
+        """A stream of ``prompt_ids``, to be admitted at the next round.
+        ``near`` (another stream of the same request) matters only to a
+        BatcherPool, which keeps the two in one process."""
         window = self.window if config.window_generation != "stateful" else 0
         job = Job(list(prompt_ids), config, seed, emit, logprobs, window=window)
         with self.lock:
@@ -206,15 +214,18 @@ class Batcher:
             return bool(self.active or self.waiting or (self.reading and self._reader is None)
                         or any(r.ready for r in self.reading))
 
-    def run(self, stopping: threading.Event) -> None:
+    def run(self, stopping: threading.Event, core: int | None = None) -> None:
         """Step until ``stopping`` is set, with prompts read in a second
         thread beside the steps: on a CPU with a core to spare a burst of new
         requests then neither stalls the running streams nor waits behind
         their steps (measured on 2 cores under 64 streams: prompt reading was
-        a quarter of the stepping thread's time)."""
+        a quarter of the stepping thread's time). ``core``: the stepping
+        thread stays on that CPU core (Linux), the reader goes where it likes."""
         self._reader = threading.Thread(target=self._read_loop, args=(stopping,), daemon=True,
                                         name=f"{threading.current_thread().name}-prompts")
         self._reader.start()
+        if core is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {core})  # 0: the calling thread, on Linux
         while not stopping.is_set():
             if not self.step():
                 with self.lock:

@@ -27,6 +27,8 @@ import multiprocessing
 import signal
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,6 +46,8 @@ class RemoteJob:
     produced: int = 0
     finish_reason: str | None = None
     cancelled: bool = False
+    owner: "BatcherProcess | None" = field(default=None, repr=False)
+    """The scheduler process that steps it."""
 
 
 @dataclass
@@ -58,6 +62,10 @@ class BatcherProcess:
     max_streams: int = 64
     threads: int = 1
     deliver: Callable[[list], None] | None = None
+    stable_rows: int | None = None
+    """As Batcher's."""
+    core: int | None = None
+    """The CPU core the stepping thread keeps to (Batcher.run)."""
     window: int = field(init=False, default=0)
     precision_choice: PrecisionChoice = field(init=False)
 
@@ -70,8 +78,8 @@ class BatcherProcess:
         self._incoming, child_events = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_scheduler_main, daemon=True, name="lstmgen-scheduler",
-            args=(str(self.language_model.path), self.precision, self.max_streams, self.threads, child_requests,
-                  child_events))
+            args=(str(self.language_model.path), self.precision, self.max_streams, self.stable_rows, self.threads,
+                  self.core, child_requests, child_events))
         self.process.start()
         child_events.close()  # the child's ends: once it is gone, reading here meets the end of the pipe
         child_requests.close()
@@ -98,9 +106,11 @@ class BatcherProcess:
         with self._lock:
             return len(self._jobs)
 
-    def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None):
+    def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None,
+               near: RemoteJob | None = None):
+        """As Batcher.submit; ``near`` is ignored (one process steps every stream)."""
         with self._lock:
-            job = RemoteJob(next(self._ids), emit)
+            job = RemoteJob(next(self._ids), emit, owner=self)
             self._jobs[job.id] = job
             self._requests.send(("submit", job.id, list(prompt_ids), config.to_dict(), seed, logprobs))
         return job
@@ -165,7 +175,8 @@ class BatcherProcess:
             self.process.join(timeout=5)
 
 
-def _scheduler_main(path: str, precision: str, max_streams: int, threads: int, requests, events) -> None:
+def _scheduler_main(path: str, precision: str, max_streams: int, stable_rows: int | None, threads: int,
+                    core: int | None, requests, events) -> None:
     """The scheduler process: load the model, answer 'ready', then run the Batcher."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on these, then sends 'stop'
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -176,7 +187,7 @@ def _scheduler_main(path: str, precision: str, max_streams: int, threads: int, r
 
     torch.set_num_threads(threads)
     try:
-        batcher = Batcher(lstmgen.load(path), precision=precision, max_streams=max_streams)
+        batcher = Batcher(lstmgen.load(path), precision=precision, max_streams=max_streams, stable_rows=stable_rows)
     except LstmgenError as exc:
         events.send(("error", str(exc)))
         return
@@ -212,7 +223,7 @@ def _scheduler_main(path: str, precision: str, max_streams: int, threads: int, r
 
     threading.Thread(target=take_requests, daemon=True, name="lstmgen-requests").start()
     try:
-        batcher.run(stopping)
+        batcher.run(stopping, core)
     finally:
         outbox.close()
 
@@ -222,12 +233,16 @@ class _Outbox:
     stepping thread only hands them over: pickling 64 streams' events and
     writing them to the pipe took about 7% of its time under load (a
     profile of benchmarks/serve.py), and it now happens while the steps'
-    products run. Rounds that pile up meanwhile go as one message."""
+    products run. After each message the thread waits ``gap`` seconds, so
+    that under load a message carries a few rounds (each message costs a
+    pickling here and a wake-up, an unpickling and a hand-over to the event
+    loop in the server); the first events after a quiet spell go at once."""
 
-    def __init__(self, pipe):
-        self.pipe = pipe
+    def __init__(self, pipe, gap: float = 0.004):
+        self.pipe, self.gap = pipe, gap
         self.events: list = []
         self.closed = False
+        self.idle = False  # the thread waits for events: put wakes it
         self.wake = threading.Condition()
         self.thread = threading.Thread(target=self._send, daemon=True, name="lstmgen-events")
         self.thread.start()
@@ -235,7 +250,8 @@ class _Outbox:
     def put(self, events: list) -> None:
         with self.wake:
             self.events += events
-            self.wake.notify()
+            if self.idle:
+                self.wake.notify()
 
     def close(self) -> None:
         """Send what is left, then stop."""
@@ -248,7 +264,9 @@ class _Outbox:
         while True:
             with self.wake:
                 while not self.events and not self.closed:
+                    self.idle = True
                     self.wake.wait()
+                    self.idle = False
                 events, self.events, closed = self.events, [], self.closed
             if events:
                 try:
@@ -257,3 +275,119 @@ class _Outbox:
                     return
             if closed and not events:
                 return
+            if not closed:
+                time.sleep(self.gap)
+
+
+STREAMS_PER_PROCESS = 32
+"""The fewest streams a scheduler process is given by default: on a 2-core
+Zen 4 CPU (bf16, one thread) a step of 32 rows cost 31.6 µs a row, one of
+64 rows 30.6 and one of 16 rows 40.1."""
+
+
+def scheduler_processes(cores: int, threads: int, max_streams: int) -> int:
+    """The scheduler processes a model gets by default: as many of
+    ``threads`` threads as ``cores`` hold, each with at least
+    STREAMS_PER_PROCESS streams. On 2 cores at one thread each, two
+    processes served 20,478 characters/s under 64 streaming clients where
+    one served 15,790 (benchmarks/serve.py, BENCHMARKS.md "Two scheduler
+    processes"); with three cores or more the default threads (one fewer
+    than the cores) leave room for one process, as before."""
+    return max(1, min(cores // threads, max_streams // STREAMS_PER_PROCESS))
+
+
+@dataclass
+class BatcherPool:
+    """Several scheduler processes for one model, behind the Batcher's
+    interface: each steps its own share of the streams, on its own core,
+    with no lock and no barrier between them, so a process that loses its
+    core for a while delays only its own streams.
+
+    On a 2-core CPU, one scheduler process steps on one core while the
+    other answers HTTP; the steps then have the first core's whole time
+    and at best part of the second's. Two processes of 32 streams each
+    take whatever either core leaves (measured on a 2-core Zen 4 CPU, bf16,
+    one thread: a step of 32 rows cost 1.01 ms and one of 64 rows 1.96 ms,
+    so halving the batch costs the steps almost nothing).
+
+    The first process settles the precision ('auto' is timed there, once);
+    the others are started with its choice, so that a seeded stream gets
+    the same text whichever process it lands in."""
+
+    language_model: object
+    precision: str = "fp32"
+    max_streams: int = 64
+    processes: int = 2
+    threads: int = 1
+    deliver: Callable[[list], None] | None = None
+    window: int = field(init=False, default=0)
+    precision_choice: PrecisionChoice = field(init=False)
+
+    def __post_init__(self):
+        from .batcher import Batcher
+
+        if not 1 <= self.processes <= self.max_streams:
+            raise LstmgenError(f"a model's scheduler processes must number from 1 to its --max-streams "
+                               f"({self.max_streams}), got {self.processes}")
+        self.deliver = self.deliver or Batcher.emit_each
+        caps = [self.max_streams // self.processes + (i < self.max_streams % self.processes)
+                for i in range(self.processes)]
+
+        cores = self._cores()
+
+        def start(i: int, precision: str) -> BatcherProcess:
+            return BatcherProcess(self.language_model, precision, caps[i], self.threads, stable_rows=caps[0],
+                                  core=cores[i] if cores else None)
+        first = start(0, self.precision)
+        self.precision_choice = first.precision_choice
+        self.window = first.window
+        with ThreadPoolExecutor(max_workers=len(caps)) as starting:  # each start waits seconds for its child
+            rest = [starting.submit(start, i, self.precision_choice.precision) for i in range(1, len(caps))]
+            self.shards = [first] + [future.result() for future in rest]
+        for shard in self.shards:
+            shard.deliver = self._deliver_shard
+
+    def _cores(self) -> list[int] | None:
+        """A core of its own for each process's stepping thread, when one-thread
+        processes fit the cores this process may use; else None (no pinning)."""
+        import os
+        if os.environ.get("LSTMGEN_NO_PIN") or not hasattr(os, "sched_getaffinity") or self.threads != 1:
+            return None
+        usable = sorted(os.sched_getaffinity(0))
+        return usable[:self.processes] if self.processes <= len(usable) else None
+
+    def _deliver_shard(self, events: list) -> None:
+        self.deliver(events)  # looked up at each call: a server sets ``deliver`` after the pool starts
+
+    @property
+    def streams(self) -> int:
+        return sum(shard.streams for shard in self.shards)
+
+    def submit(self, prompt_ids: list[int], config: SampleConfig, seed: int, emit, logprobs: int | None = None,
+               near: RemoteJob | None = None) -> RemoteJob:
+        """As Batcher.submit, to the process with the fewest streams for its
+        share; ``near`` (another stream of the same request) sends it to
+        that stream's process while it has room, where one reading of the
+        prompt serves both."""
+        running = [shard for shard in self.shards if shard.process.is_alive()] or self.shards
+        if near is not None and near.owner in running and near.owner.streams < near.owner.max_streams:
+            shard = near.owner
+        else:
+            shard = min(running, key=lambda s: s.streams / s.max_streams)
+        return shard.submit(prompt_ids, config, seed, emit, logprobs)
+
+    def cancel(self, job: RemoteJob) -> None:
+        job.owner.cancel(job)
+
+    def run(self, stopping: threading.Event) -> None:
+        """Each process's events are handed on from a thread of its own
+        until ``stopping`` is set; then every process stops. A process that
+        dies ends its own streams (BatcherProcess.run) and gets no more;
+        the others go on."""
+        threads = [threading.Thread(target=shard.run, args=(stopping,), daemon=True,
+                                    name=f"{threading.current_thread().name}-{i}")
+                   for i, shard in enumerate(self.shards)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
