@@ -243,3 +243,27 @@ def test_every_sample_config_field_is_a_flag_with_its_docstring():
 def test_impossible_sampling_options(kwargs, message):
     with pytest.raises(LstmgenError, match=message):
         SampleConfig(**kwargs)
+
+
+@pytest.mark.parametrize("window, allowed, vocab", [(12, 2, 3), (16, 3, 2), (40, 5, 4), (7, 1, 2), (256, 12, 5)])
+def test_a_prompt_read_at_once_gives_the_arrays_of_pushing_it_token_by_token(window, allowed, vocab):
+    """History reads a many-stream layout's prompt in one go (History._read);
+    the window, counts and repeat lengths equal pushing the prompt one token
+    at a time, for prompts shorter and longer than the window, with and
+    without sequence breakers among the tokens."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(window)
+    config = SampleConfig(repetition_penalty=1.2, dry_multiplier=0.8, dry_allowed_length=allowed,
+                          no_repeat_ngram=3, penalty_window=window)
+    for trial in range(30):
+        length = int(torch.randint(0, 3 * window, (1,), generator=g))
+        prompt = torch.randint(0, vocab, (length,), generator=g).tolist()
+        breakers = torch.zeros(vocab + 1, dtype=torch.bool)
+        breakers[vocab if trial % 3 else 0] = True  # breakers among the tokens in two trials of three
+        at_once = History(config, vocab + 1, 1, prompt, breakers, layout_for=64)
+        pushed = History(config, vocab + 1, 1, [], breakers, layout_for=64)
+        for token in prompt[-window:]:
+            pushed.push(np.array([token]))
+        for name in ("window", "counts", "match", "dry_match"):
+            assert np.array_equal(getattr(at_once, name), getattr(pushed, name)), (name, prompt)
