@@ -6,8 +6,8 @@ leaves predicts the next character.
 Takes PROMPTS excerpts of CHARS characters from Alice (the bundled model's
 corpus; one every 301 characters from the 5,000th) and reads each with
 lstmgen's read_prompt, as generation and the server read prompts: nn.LSTM in
-fp32, or under bf16 autocast (what bf16 steps use where PyTorch runs a bf16
-LSTM). Reports milliseconds per prompt (the median over the prompts, after
+fp32, or in bf16 (a bf16 copy of the model, with the bits of nn.LSTM under
+bf16 autocast: what bf16 steps use where PyTorch runs a bf16 LSTM). Reports milliseconds per prompt (the median over the prompts, after
 one warm-up) and the mean loss of the character that follows each prompt,
 in bits, for both. --threads sets PyTorch's threads (the server's scheduler
 has one on a 2-core machine).

@@ -1,6 +1,7 @@
 """lstmgen serve: a real uvicorn on a free loopback port,
 spoken to by the official openai client."""
 
+import os
 import socket
 import time
 
@@ -266,6 +267,9 @@ def test_two_scheduler_processes_share_the_streams_and_keep_the_text():
         expected = model.generate("Alice was", lstmgen.SampleConfig(max_new_tokens=100, seed=3, precision="fp32"))[0]
         assert client.completions.create(model="alice", prompt="Alice was", max_tokens=100, seed=3).choices[0].text \
             == expected
+        if len(os.sched_getaffinity(0)) >= 2:  # each stepping thread keeps to a core of its own, the others roam
+            pinned = [_single_cores(shard.process.pid) for shard in pool.shards]
+            assert [len(cores) for cores in pinned] == [1, 1] and pinned[0] != pinned[1]
         with ThreadPoolExecutor(8) as crowd:  # 8 streams at once: 4 in each process
             answers = [crowd.submit(client.completions.create, model="alice", prompt="Alice was", max_tokens=100,
                                     seed=3) for _ in range(8)]
@@ -295,6 +299,15 @@ def test_two_scheduler_processes_share_the_streams_and_keep_the_text():
     app.state.slots["alice"].thread.join(timeout=30)  # as above: the slot's thread waits for the processes
     assert not any(shard.process.is_alive() for shard in pool.shards)
     assert [shard.process.exitcode for shard in pool.shards].count(0) == 1
+
+
+def _single_cores(pid: int) -> list[str]:
+    """The cores of the threads of process ``pid`` that may run on one core only."""
+    from pathlib import Path
+
+    allowed = [(task / "status").read_text().split("Cpus_allowed_list:")[1].split()[0]
+               for task in Path(f"/proc/{pid}/task").iterdir()]
+    return [cores for cores in allowed if cores.isdigit()]
 
 
 def test_scheduler_processes_by_default_fill_the_cores_with_at_least_32_streams_each():

@@ -281,18 +281,19 @@ class _Outbox:
 
 STREAMS_PER_PROCESS = 32
 """The fewest streams a scheduler process is given by default: on a 2-core
-Zen 4 CPU (bf16, one thread) a step of 32 rows cost 31.6 µs a row, one of
-64 rows 30.6 and one of 16 rows 40.1."""
+Zen 4 CPU, one thread, a bf16 step cost 36.5 µs a row at 32 rows, 32.7 at
+64 and 43.4 at 16; fp32 62.3, 53.6 and 74.1 (benchmarks/step_rows.py)."""
 
 
 def scheduler_processes(cores: int, threads: int, max_streams: int) -> int:
     """The scheduler processes a model gets by default: as many of
     ``threads`` threads as ``cores`` hold, each with at least
-    STREAMS_PER_PROCESS streams. On 2 cores at one thread each, two
-    processes served 20,478 characters/s under 64 streaming clients where
-    one served 15,790 (benchmarks/serve.py, BENCHMARKS.md "Two scheduler
-    processes"); with three cores or more the default threads (one fewer
-    than the cores) leave room for one process, as before."""
+    STREAMS_PER_PROCESS streams. On 2 cores, one thread each, two processes
+    served 17,081-19,836 characters/s in 60 s runs of benchmarks/serve.py
+    where one served 16,229, and the scheduler alone stepped 28,048 tokens/s
+    in two processes against 19,987-21,843 in one (BENCHMARKS.md, "Two
+    scheduler processes"). With three cores or more the default threads
+    (one fewer than the cores) leave room for one process, as before."""
     return max(1, min(cores // threads, max_streams // STREAMS_PER_PROCESS))
 
 
@@ -304,11 +305,11 @@ class BatcherPool:
     core for a while delays only its own streams.
 
     On a 2-core CPU, one scheduler process steps on one core while the
-    other answers HTTP; the steps then have the first core's whole time
-    and at best part of the second's. Two processes of 32 streams each
-    take whatever either core leaves (measured on a 2-core Zen 4 CPU, bf16,
-    one thread: a step of 32 rows cost 1.01 ms and one of 64 rows 1.96 ms,
-    so halving the batch costs the steps almost nothing).
+    other answers HTTP; the steps then have the first core's time at most
+    (under 64 streaming clients the stepping thread ran 0.83 of the time
+    and the server used 1.41 cores). Two processes of 32 streams each take
+    whatever either core leaves, at about 12% more per row for the smaller
+    batch (STREAMS_PER_PROCESS).
 
     The first process settles the precision ('auto' is timed there, once);
     the others are started with its choice, so that a seeded stream gets

@@ -108,7 +108,8 @@ def read_prompt(model: LSTMLanguageModel, ids: torch.Tensor, state: tuple | None
     bf16 runs a bf16 copy of the model, kept beside it: the same kernels and
     bits as the model under bf16 autocast (tested), without casting every
     weight again at each call, which autocast does once per context (a
-    100-character prompt on a 2-core Zen 4 CPU: 5.8 against 6.3 ms)."""
+    100-character prompt on a 2-core Zen 4 CPU, one thread: 5.32-5.46 ms
+    against 5.61-5.73, benchmarks/prompt_reading.py)."""
     if precision != "bf16":
         logits, _, (h, c) = model(ids, state, last_only=True)
         return logits, (h, c)
