@@ -140,3 +140,25 @@ def test_a_bf16_read_is_nn_lstm_under_bf16_autocast_bit_for_bit():
         finally:
             with torch.no_grad():
                 net.head.bias -= 1.0
+
+
+@pytest.mark.parametrize("input_mode", ["scaled", "onehot"])
+def test_a_bf16_read_keeps_autocast_bits_for_every_input_mode(input_mode):
+    """The tutorial's scaled ids (id / vocabulary, which a bf16 copy would divide in bf16) and
+    one-hot inputs read in bf16 give nn.LSTM's bits under autocast too, with a vocabulary past
+    bf16's exact integers (300)."""
+    import torch
+
+    from lstmgen.model import LSTMLanguageModel, ModelConfig
+    from lstmgen.sampling.steps import prompt_precision, read_prompt
+
+    torch.manual_seed(0)
+    net = LSTMLanguageModel(ModelConfig(vocab_size=300, hidden_size=32, input_mode=input_mode)).eval()
+    if prompt_precision(net, "bf16") != "bf16":
+        pytest.skip("this PyTorch has no bf16 LSTM on this CPU: bf16 steps read their prompts in fp32 here")
+    ids = torch.randint(300, (2, 40))
+    with torch.inference_mode():
+        logits, (h, c) = read_prompt(net, ids, None, "bf16")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected, _, (eh, ec) = net(ids, None, last_only=True)
+    assert all(torch.equal(a, b.float()) for a, b in zip([logits, h, c], [expected, eh, ec]))

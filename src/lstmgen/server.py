@@ -209,7 +209,10 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
         ids = slot.model.prompt_ids(prepared.text)
         if not ids:
             raise OpenAIError(400, "the prompt is empty after removing characters the model does not know", "prompt")
-        queues, jobs = _submit(slot, ids, config, body.n, body.logprobs)
+        try:
+            queues, jobs = _submit(slot, ids, config, body.n, body.logprobs)
+        except LstmgenError as exc:  # the model's scheduler process stopped
+            raise OpenAIError(503, str(exc), None, "server_error") from None
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": slot.name}
         echo = prepared.text if body.echo else ""
@@ -275,13 +278,18 @@ def _submit(slot: ModelSlot, ids: list[int], config: SampleConfig, n: int, logpr
     from the scheduler's thread."""
     seed = config.seed if config.seed is not None else lstmgen.fresh_seed()
     queues, jobs = [], []
-    for i in range(n):
-        queue: asyncio.Queue = asyncio.Queue()
+    try:
+        for i in range(n):
+            queue: asyncio.Queue = asyncio.Queue()
 
-        def emit(piece, reason, info, queue=queue):  # called in the event loop (_deliver)
-            queue.put_nowait((piece, reason, info))
-        jobs.append(slot.batcher.submit(ids, config, seed + i, emit, logprobs, near=jobs[0] if jobs else None))
-        queues.append(queue)
+            def emit(piece, reason, info, queue=queue):  # called in the event loop (_deliver)
+                queue.put_nowait((piece, reason, info))
+            jobs.append(slot.batcher.submit(ids, config, seed + i, emit, logprobs, near=jobs[0] if jobs else None))
+            queues.append(queue)
+    except Exception:
+        for job in jobs:  # no one will read them
+            slot.batcher.cancel(job)
+        raise
     return queues, jobs
 
 

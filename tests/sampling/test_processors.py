@@ -260,7 +260,7 @@ def test_a_prompt_read_at_once_gives_the_arrays_of_pushing_it_token_by_token(win
         length = int(torch.randint(0, 3 * window, (1,), generator=g))
         prompt = torch.randint(0, vocab, (length,), generator=g).tolist()
         breakers = torch.zeros(vocab + 1, dtype=torch.bool)
-        breakers[vocab if trial % 3 else 0] = True  # breakers among the tokens in two trials of three
+        breakers[vocab if trial % 3 else 0] = True  # a breaker among the tokens in one trial of three
         at_once = History(config, vocab + 1, 1, prompt, breakers, layout_for=64)
         pushed = History(config, vocab + 1, 1, [], breakers, layout_for=64)
         for token in prompt[-window:]:

@@ -225,7 +225,10 @@ class Batcher:
                                         name=f"{threading.current_thread().name}-prompts")
         self._reader.start()
         if core is not None and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {core})  # 0: the calling thread, on Linux
+            try:
+                os.sched_setaffinity(0, {core})  # 0: the calling thread, on Linux
+            except OSError:  # the core is no longer ours: step wherever the system puts us
+                pass
         while not stopping.is_set():
             if not self.step():
                 with self.lock:

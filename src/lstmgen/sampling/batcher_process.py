@@ -37,7 +37,7 @@ from ..precision import PrecisionChoice
 from .config import SampleConfig
 
 
-@dataclass
+@dataclass(eq=False)  # one stream is equal to itself only
 class RemoteJob:
     """The server's side of one stream: what a Job tells the server."""
 
@@ -50,7 +50,11 @@ class RemoteJob:
     """The scheduler process that steps it."""
 
 
-@dataclass
+class SchedulerGone(LstmgenError):
+    """The scheduler process stopped; its streams have ended."""
+
+
+@dataclass(eq=False)  # one process is equal to itself only
 class BatcherProcess:
     """``submit``, ``cancel``, ``streams``, ``window``, ``precision_choice``,
     ``deliver`` and ``run`` as a Batcher has them, the Batcher itself in a
@@ -89,6 +93,8 @@ class BatcherProcess:
         self._jobs: dict[int, RemoteJob] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
+        self.lost = False
+        """The process stopped (or its pipe broke): it takes no more streams."""
 
     def _receive_ready(self) -> dict:
         try:
@@ -110,10 +116,20 @@ class BatcherProcess:
                near: RemoteJob | None = None):
         """As Batcher.submit; ``near`` is ignored (one process steps every stream)."""
         with self._lock:
+            if self.lost:
+                raise SchedulerGone(self._gone())
             job = RemoteJob(next(self._ids), emit, owner=self)
+            try:
+                self._requests.send(("submit", job.id, list(prompt_ids), config.to_dict(), seed, logprobs))
+            except OSError:
+                self.lost = True
+                raise SchedulerGone(self._gone()) from None
             self._jobs[job.id] = job
-            self._requests.send(("submit", job.id, list(prompt_ids), config.to_dict(), seed, logprobs))
         return job
+
+    def _gone(self) -> str:
+        return (f"the scheduler process for {self.language_model.path} stopped (exit code "
+                f"{self.process.exitcode}); restart the server")
 
     def cancel(self, job: RemoteJob) -> None:
         with self._lock:
@@ -122,8 +138,11 @@ class BatcherProcess:
             job.cancelled = True
             # A cancelled stream sends no last event; forgotten here at once, or every client that
             # hung up would stay in memory with its queue (events still on their way are dropped).
-            del self._jobs[job.id]
-            self._requests.send(("cancel", job.id))
+            self._jobs.pop(job.id, None)
+            try:
+                self._requests.send(("cancel", job.id))
+            except OSError:  # the process is gone, and the stream with it
+                self.lost = True
 
     def run(self, stopping: threading.Event) -> None:
         """Hand each round's events to ``deliver`` until ``stopping`` is set;
@@ -159,9 +178,10 @@ class BatcherProcess:
         print(f"lstmgen: the scheduler process for {self.language_model.path} stopped (exit code "
               f"{self.process.exitcode}); its running requests were ended", file=sys.stderr)
         with self._lock:
+            self.lost = True
             jobs, self._jobs = list(self._jobs.values()), {}
-        for job in jobs:
-            job.finish_reason = "length"
+            for job in jobs:
+                job.finish_reason = "length"
         self.deliver([(job, "", "length", None) for job in jobs])
 
     def _stop(self) -> None:
@@ -171,7 +191,7 @@ class BatcherProcess:
             pass
         self.process.join(timeout=10)
         if self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # it ignores SIGTERM (the server drains on that)
             self.process.join(timeout=5)
 
 
@@ -297,7 +317,13 @@ def scheduler_processes(cores: int, threads: int, max_streams: int) -> int:
     return max(1, min(cores // threads, max_streams // STREAMS_PER_PROCESS))
 
 
-@dataclass
+_pinned_cores: set[int] = set()
+"""Cores already given to a stepping thread by a BatcherPool of this process
+(a server of several models gives each pool other cores, or none)."""
+_pinning = threading.Lock()
+
+
+@dataclass(eq=False)
 class BatcherPool:
     """Several scheduler processes for one model, behind the Batcher's
     interface: each steps its own share of the streams, on its own core,
@@ -307,9 +333,12 @@ class BatcherPool:
     On a 2-core CPU, one scheduler process steps on one core while the
     other answers HTTP; the steps then have the first core's time at most
     (under 64 streaming clients the stepping thread ran 0.83 of the time
-    and the server used 1.41 cores). Two processes of 32 streams each take
-    whatever either core leaves, at about 12% more per row for the smaller
-    batch (STREAMS_PER_PROCESS).
+    and the server used 1.41 cores). Two processes of 32 streams each use
+    both cores, at about 12% more per row for the smaller batch
+    (STREAMS_PER_PROCESS). Where each process has one thread and this
+    server's pools have not taken the cores yet, each stepping thread keeps
+    to a core of its own (unless LSTMGEN_NO_PIN is set): measured here, a
+    step then cost 1.30-1.52 ms of CPU under load instead of 1.44-1.58.
 
     The first process settles the precision ('auto' is timed there, once);
     the others are started with its choice, so that a seeded stream gets
@@ -335,6 +364,7 @@ class BatcherPool:
                 for i in range(self.processes)]
 
         cores = self._cores()
+        self._taken = cores or []
 
         def start(i: int, precision: str) -> BatcherProcess:
             return BatcherProcess(self.language_model, precision, caps[i], self.threads, stable_rows=caps[0],
@@ -342,20 +372,33 @@ class BatcherPool:
         first = start(0, self.precision)
         self.precision_choice = first.precision_choice
         self.window = first.window
+        self.shards = [first]
         with ThreadPoolExecutor(max_workers=len(caps)) as starting:  # each start waits seconds for its child
             rest = [starting.submit(start, i, self.precision_choice.precision) for i in range(1, len(caps))]
-            self.shards = [first] + [future.result() for future in rest]
+            for future in rest:
+                try:
+                    self.shards.append(future.result())
+                except BaseException:
+                    for started in self.shards + [f.result() for f in rest if f.done() and not f.exception()]:
+                        started._stop()
+                    self._release_cores()
+                    raise
         for shard in self.shards:
             shard.deliver = self._deliver_shard
 
     def _cores(self) -> list[int] | None:
-        """A core of its own for each process's stepping thread, when one-thread
-        processes fit the cores this process may use; else None (no pinning)."""
+        """A core of its own for each process's stepping thread, when these
+        one-thread processes fit the cores this process may use that no
+        other pool of it has taken; else None (no pinning)."""
         import os
         if os.environ.get("LSTMGEN_NO_PIN") or not hasattr(os, "sched_getaffinity") or self.threads != 1:
             return None
-        usable = sorted(os.sched_getaffinity(0))
-        return usable[:self.processes] if self.processes <= len(usable) else None
+        with _pinning:
+            free = sorted(os.sched_getaffinity(0) - _pinned_cores)
+            if self.processes > len(free):
+                return None
+            _pinned_cores.update(free[:self.processes])
+            return free[:self.processes]
 
     def _deliver_shard(self, events: list) -> None:
         self.deliver(events)  # looked up at each call: a server sets ``deliver`` after the pool starts
@@ -370,12 +413,20 @@ class BatcherPool:
         share; ``near`` (another stream of the same request) sends it to
         that stream's process while it has room, where one reading of the
         prompt serves both."""
-        running = [shard for shard in self.shards if shard.process.is_alive()] or self.shards
-        if near is not None and near.owner in running and near.owner.streams < near.owner.max_streams:
-            shard = near.owner
-        else:
+        if near is not None and not near.owner.lost and near.owner.streams < near.owner.max_streams:
+            try:
+                return near.owner.submit(prompt_ids, config, seed, emit, logprobs)
+            except SchedulerGone:
+                pass
+        while True:
+            running = [shard for shard in self.shards if not shard.lost]
+            if not running:
+                raise SchedulerGone(self.shards[0]._gone())
             shard = min(running, key=lambda s: s.streams / s.max_streams)
-        return shard.submit(prompt_ids, config, seed, emit, logprobs)
+            try:
+                return shard.submit(prompt_ids, config, seed, emit, logprobs)
+            except SchedulerGone:  # it has just stopped: marked lost, try the others
+                continue
 
     def cancel(self, job: RemoteJob) -> None:
         job.owner.cancel(job)
@@ -392,3 +443,9 @@ class BatcherPool:
             thread.start()
         for thread in threads:
             thread.join()
+        self._release_cores()
+
+    def _release_cores(self) -> None:
+        with _pinning:
+            _pinned_cores.difference_update(self._taken)
+        self._taken = []

@@ -97,6 +97,7 @@ def _bf16_lstm_runs(model: LSTMLanguageModel) -> bool:
             _bf16_lstm[model] = True
         except RuntimeError:
             _bf16_lstm[model] = False
+            _bf16_copies.pop(model, None)  # never used
     return _bf16_lstm[model]
 
 
@@ -113,6 +114,10 @@ def read_prompt(model: LSTMLanguageModel, ids: torch.Tensor, state: tuple | None
     if precision != "bf16":
         logits, _, (h, c) = model(ids, state, last_only=True)
         return logits, (h, c)
+    if model.config.input_mode == "scaled":  # id / vocab: autocast divides in fp32, a bf16 copy would not
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _, (h, c) = model(ids, state, last_only=True)
+        return logits.float(), (h.float(), c.float())
     if state is not None:
         state = tuple(s.to(torch.bfloat16) for s in state)
     logits, _, (h, c) = _bf16_copy(model)(ids, state, last_only=True)
