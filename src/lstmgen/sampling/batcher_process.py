@@ -309,8 +309,8 @@ def scheduler_processes(cores: int, threads: int, max_streams: int) -> int:
     """The scheduler processes a model gets by default: as many of
     ``threads`` threads as ``cores`` hold, each with at least
     STREAMS_PER_PROCESS streams. On 2 cores, one thread each, two processes
-    served 17,081-19,836 characters/s in 60 s runs of benchmarks/serve.py
-    where one served 16,229, and the scheduler alone stepped 28,048 tokens/s
+    served 17,081-22,411 characters/s in 60 s runs of benchmarks/serve.py
+    where one served 16,229 and 19,895, and the scheduler alone stepped 28,048 tokens/s
     in two processes against 19,987-21,843 in one (BENCHMARKS.md, "Two
     scheduler processes"). With three cores or more the default threads
     (one fewer than the cores) leave room for one process, as before."""
