@@ -173,11 +173,7 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     PyTorch threads and loading the model again from its run directory
     (started as multiprocessing's 'spawn' starts it, so a script that asks
     for it needs an ``if __name__ == "__main__":`` guard)."""
-    if scheduler not in ("thread", "process"):
-        raise LstmgenError(f"scheduler must be 'thread' or 'process', got {scheduler!r}")
-    if not 1 <= processes <= max_streams or (processes > 1 and scheduler != "process"):
-        raise LstmgenError(f"--processes must be from 1 to --max-streams ({max_streams}), and more than 1 only "
-                           f"with --scheduler process; got {processes}")
+    _check_schedulers(scheduler, processes, max_streams)
     slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads, processes)
              for name, m in models.items()}
     default_name = next(iter(slots))
@@ -236,6 +232,14 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
                                                   "total_tokens": len(ids) + completion_tokens})
 
     return app
+
+
+def _check_schedulers(scheduler: str, processes: int, max_streams: int) -> None:
+    if scheduler not in ("thread", "process"):
+        raise LstmgenError(f"scheduler must be 'thread' or 'process', got {scheduler!r}")
+    if not 1 <= processes <= max_streams or (processes > 1 and scheduler != "process"):
+        raise LstmgenError(f"--processes must be from 1 to --max-streams ({max_streams}), and more than 1 only "
+                           f"with --scheduler process; got {processes}")
 
 
 def _add_reading_routes(app: FastAPI, slots: dict[str, ModelSlot], max_tokens_cap: int, key_required: bool) -> None:

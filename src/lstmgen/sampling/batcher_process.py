@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -372,17 +373,15 @@ class BatcherPool:
         first = start(0, self.precision)
         self.precision_choice = first.precision_choice
         self.window = first.window
-        self.shards = [first]
         with ThreadPoolExecutor(max_workers=len(caps)) as starting:  # each start waits seconds for its child
             rest = [starting.submit(start, i, self.precision_choice.precision) for i in range(1, len(caps))]
-            for future in rest:
-                try:
-                    self.shards.append(future.result())
-                except BaseException:
-                    for started in self.shards + [f.result() for f in rest if f.done() and not f.exception()]:
-                        started._stop()
-                    self._release_cores()
-                    raise
+        self.shards = [first] + [future.result() for future in rest if not future.exception()]
+        failed = next((future.exception() for future in rest if future.exception()), None)
+        if failed is not None:  # stop those that started: no one would stop them
+            for shard in self.shards:
+                shard._stop()
+            self._release_cores()
+            raise failed
         for shard in self.shards:
             shard.deliver = self._deliver_shard
 
@@ -390,7 +389,6 @@ class BatcherPool:
         """A core of its own for each process's stepping thread, when these
         one-thread processes fit the cores this process may use that no
         other pool of it has taken; else None (no pinning)."""
-        import os
         if os.environ.get("LSTMGEN_NO_PIN") or not hasattr(os, "sched_getaffinity") or self.threads != 1:
             return None
         with _pinning:
@@ -413,20 +411,15 @@ class BatcherPool:
         share; ``near`` (another stream of the same request) sends it to
         that stream's process while it has room, where one reading of the
         prompt serves both."""
-        if near is not None and not near.owner.lost and near.owner.streams < near.owner.max_streams:
-            try:
-                return near.owner.submit(prompt_ids, config, seed, emit, logprobs)
-            except SchedulerGone:
-                pass
-        while True:
-            running = [shard for shard in self.shards if not shard.lost]
-            if not running:
-                raise SchedulerGone(self.shards[0]._gone())
-            shard = min(running, key=lambda s: s.streams / s.max_streams)
+        nearest = [near.owner] if near is not None and near.owner.streams < near.owner.max_streams else []
+        for shard in nearest + sorted(self.shards, key=lambda s: s.streams / s.max_streams):
+            if shard.lost:
+                continue
             try:
                 return shard.submit(prompt_ids, config, seed, emit, logprobs)
-            except SchedulerGone:  # it has just stopped: marked lost, try the others
+            except SchedulerGone:  # it has just stopped (now marked lost): the next one
                 continue
+        raise SchedulerGone(self.shards[0]._gone())
 
     def cancel(self, job: RemoteJob) -> None:
         job.owner.cancel(job)

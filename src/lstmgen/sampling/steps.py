@@ -129,7 +129,7 @@ _bf16_copies: "weakref.WeakKeyDictionary[LSTMLanguageModel, tuple]" = weakref.We
 
 def _bf16_copy(model: LSTMLanguageModel) -> LSTMLanguageModel:
     """The model in bf16, made once per weight version (as step_weights)."""
-    version = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    version = _weights_version(model)
     entry = _bf16_copies.get(model)
     if entry is None or entry[0] != version:
         copy = deepcopy(model).to(torch.bfloat16).eval()
@@ -261,8 +261,13 @@ class StepWeights:
 _step_cache: "weakref.WeakKeyDictionary[LSTMLanguageModel, dict]" = weakref.WeakKeyDictionary()
 
 
+def _weights_version(model: LSTMLanguageModel) -> tuple:
+    """Changes whenever a weight is replaced or changed in place: when what is built from them is stale."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
 def step_weights(model: LSTMLanguageModel, precision: str) -> StepWeights | OnnxStep:
-    version = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    version = _weights_version(model)
     cached = _step_cache.setdefault(model, {})
     entry = cached.get(precision)
     if entry is None or entry[0] != version:
