@@ -130,6 +130,8 @@ def files(tmp_path):
     (["evaluate", "{d}/notrun"], ["not an lstmgen checkpoint"]),
     (["serve", "--scheduler", "thread", "--processes", "2"], ["--processes needs --scheduler process"]),
     (["serve", "--processes", "65"], ["--processes must be from 1 to --max-streams (64)"]),
+    (["serve", "--stream-interval", "-1"], ["--stream-interval", "from 0"]),
+    (["serve", "--stream-interval", "nan"], ["--stream-interval"]),
 ])
 def test_bad_input_gets_one_clear_line(files, args, needles):
     alice = corpus_path("alice-gutenberg-11-utf8.txt")

@@ -262,6 +262,8 @@ def test_two_scheduler_processes_share_the_streams_and_keep_the_text(monkeypatch
     pool = app.state.slots["alice"].batcher
     first, second = pool.shards
     assert (first.max_streams, second.max_streams) == (4, 4)
+    # Prompts are read in the stepping threads when the two leave no core free (Batcher.run).
+    assert [shard.read_beside for shard in pool.shards] == [len(os.sched_getaffinity(0)) > 2] * 2
     srv, thread, port = start_server(app)
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -330,3 +332,78 @@ def test_scheduler_processes_by_default_fill_the_cores_with_at_least_32_streams_
     assert scheduler_processes(cores=1, threads=1, max_streams=64) == 1
     with pytest.raises(lstmgen.LstmgenError, match="--processes must be from 1 to --max-streams"):
         lstmgen.create_server({"alice": lstmgen.load()}, scheduler="thread", processes=2)
+
+
+def test_streams_wait_for_one_shared_tick_and_a_finished_choice_goes_at_once():
+    """_Ticker: every stream waiting for a tick wakes in the same turn of the event loop, just
+    past the same multiple of the interval; a choice that ends wakes its stream at once; a
+    stream that goes away cancels only its own wait; interval 0 waits for nothing."""
+    import asyncio
+    import math
+
+    from lstmgen.server import _Pieces, _Ticker
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        ticker = _Ticker(0.5)
+        woke: list[tuple[int, float]] = []
+        turn = [0]
+
+        def count_turns():  # a callback per turn of the loop, to tell turns apart
+            turn[0] += 1
+            if not stop.is_set():
+                loop.call_soon(count_turns)
+        stop = asyncio.Event()
+        loop.call_soon(count_turns)
+
+        async def stream():
+            await ticker.tick([_Pieces()])
+            woke.append((turn[0], loop.time()))
+        streams = [asyncio.create_task(stream()) for _ in range(5)]
+        leaving = asyncio.create_task(stream())
+        await asyncio.sleep(0.05)
+        leaving.cancel()
+        await asyncio.gather(*streams)
+        assert leaving.cancelled() and len(woke) == 5
+        assert len({t for t, _ in woke}) == 1  # one turn of the loop
+        assert len({math.floor(at / 0.5) for _, at in woke}) == 1  # just past one tick
+
+        hourly = _Ticker(3600.0)
+        if 3600 - loop.time() % 3600 < 1:  # a tick about to come would hide what is tested
+            await asyncio.sleep(1.1)
+        ending, start = _Pieces(), loop.time()
+        waiting = asyncio.create_task(hourly.tick([_Pieces(), ending]))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        ending.put_piece("!", "length", None)
+        await asyncio.wait_for(waiting, timeout=0.4)  # woken by the end, not by a tick
+        assert math.floor(loop.time() / 3600) == math.floor(start / 3600)
+        await _Ticker(0).tick([ending])  # no ticks: returns at once
+        stop.set()
+
+    asyncio.run(scenario())
+
+
+def test_scheduler_events_wait_for_company_unless_someone_waits_for_them():
+    """_Outbox: after a message, later events wait up to the gap to go together; a stream's first
+    text or its end goes at once; so do the first events after a quiet spell."""
+    import multiprocessing
+
+    from lstmgen.sampling.batcher_process import _Outbox
+
+    receiving, sending = multiprocessing.Pipe(duplex=False)
+    outbox = _Outbox(sending, gap=1.0)
+    try:
+        outbox.put(["first"])  # after a quiet spell: at once
+        assert receiving.poll(0.5) and receiving.recv() == ["first"]
+        outbox.put(["a"])
+        outbox.put(["b"])
+        assert not receiving.poll(0.3)  # waits for company, up to the gap
+        assert receiving.poll(2.0) and receiving.recv() == ["a", "b"]
+        outbox.put(["c"])
+        outbox.put(["end"], urgent=True)  # someone waits: at once, with what waited before it
+        assert receiving.poll(0.5) and receiving.recv() == ["c", "end"]
+        outbox.put(["last"])
+    finally:
+        outbox.close()  # sends what is left
+    assert receiving.poll(0.5) and receiving.recv() == ["last"]

@@ -54,6 +54,13 @@ def _number(text: str) -> float:
     return value
 
 
+def _stream_interval(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 (a chunk per token) to 60, got {text!r}")
+    return value
+
+
 def _steps_or_minutes(text: str) -> tuple[str, float]:
     value = text.strip().lower()
     for suffix in ("min", "m"):
@@ -306,8 +313,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="PyTorch threads for each scheduler process's steps (default: one fewer than PyTorch's "
                         "own default, at least one)")
-    p.add_argument("--stream-interval", type=float, default=0.05, metavar="SECONDS",
-                   help="a streamed completion sends its text at most this often, all of it since the last chunk")
+    p.add_argument("--stream-interval", type=_stream_interval, default=0.05, metavar="SECONDS",
+                   help="streamed completions send their text at this tick, all of it since the last chunk "
+                        "(the first chunk goes at once)")
     p.add_argument("--scheduler", choices=("process", "thread"), default="process",
                    help="step each model in a process of its own (default: the event loop and the steps then "
                         "never wait for each other's turn at Python's lock) or in a thread of the server's")

@@ -162,8 +162,9 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     """Streams beyond ``max_streams`` a model wait, up to ``max_queue`` more;
     past that a request gets 429 with Retry-After. A request runs at most
     ``max_seconds``, then ends with finish_reason 'length'. A streamed
-    choice sends its first text at once, then at most one chunk every
-    ``stream_interval`` seconds with all the text since. With ``api_key``,
+    choice sends its first text at once, then a chunk with all the text
+    since at each tick of ``stream_interval`` seconds, every stream's at
+    the same tick (_Ticker). With ``api_key``,
     every /v1 request needs ``Authorization: Bearer API_KEY`` (401 without).
     ``precision`` is every model's step precision, fixed while the server
     runs ('auto': the fastest for one scheduler's streams, timed once at start).
@@ -182,6 +183,7 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     # On SIGTERM the server stops taking connections and calls begin_drain: running requests end
     # with finish_reason 'length' once the drain time is up, cleanly, instead of being cut off.
     app.state.drain_deadline = math.inf
+    app.state.ticker = _Ticker(stream_interval)
     app.state.begin_drain = lambda seconds: setattr(app.state, "drain_deadline", time.monotonic() + seconds)
 
     _answer_errors_as_openai(app, max_body_bytes)
@@ -214,7 +216,7 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
         echo = prepared.text if body.echo else ""
         deadline = time.monotonic() + max_seconds
         if body.stream:
-            return StreamingResponse(_events(head, queues, jobs, slot, request, echo, deadline, stream_interval),
+            return StreamingResponse(_events(head, queues, jobs, slot, request, echo, deadline, app.state.ticker),
                                      media_type="text/event-stream")
         choices = []
         for i, queue in enumerate(queues):
@@ -284,11 +286,10 @@ def _submit(slot: ModelSlot, ids: list[int], config: SampleConfig, n: int, logpr
     queues, jobs = [], []
     try:
         for i in range(n):
-            queue: asyncio.Queue = asyncio.Queue()
-
-            def emit(piece, reason, info, queue=queue):  # called in the event loop (_deliver)
-                queue.put_nowait((piece, reason, info))
-            jobs.append(slot.batcher.submit(ids, config, seed + i, emit, logprobs, near=jobs[0] if jobs else None))
+            queue = _Pieces()
+            # queue.put_piece is called in the event loop (_schedulers_running's deliver).
+            jobs.append(slot.batcher.submit(ids, config, seed + i, queue.put_piece, logprobs,
+                                            near=jobs[0] if jobs else None))
             queues.append(queue)
     except Exception:
         for job in jobs:  # no one will read them
@@ -416,22 +417,23 @@ class _BodyCap:
 
 
 async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, deadline: float,
-                  interval: float):
+                  ticker: "_Ticker"):
     """Server-Sent Events framed as OpenAI's: data: {chunk} ... data: [DONE].
-    A chunk carries every token that arrived since the one before, and
-    chunks are at least ``interval`` apart: a chunk per token cost the server
-    and its client more than the model's step (BENCHMARKS.md, "Serving")."""
+    A chunk carries every token that arrived since the one before: the
+    first as soon as there is text, the rest at the ticker's ticks (a
+    chunk per token cost the server and its client more than the model's
+    step, BENCHMARKS.md, "Serving")."""
     open_ = set(range(len(queues)))
     offsets = [len(echo)] * len(queues)
-    last_round = None
+    first = True
     try:
         if echo:
             for i in open_:
                 yield _chunk(head, i, echo, None)
         while open_:
-            if last_round is not None:
-                await asyncio.sleep(interval - (time.monotonic() - last_round))
-            last_round = time.monotonic()
+            if not first:
+                await ticker.tick(queues)
+            first = False
             for i in sorted(open_):
                 got = await _next(queues[i], request, deadline)
                 if got is LEFT:
@@ -458,6 +460,57 @@ async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, d
         for job in jobs:
             slot.batcher.cancel(job)
         yield "data: " + json.dumps({"error": {"message": str(exc), "type": "server_error"}}) + "\n\n"
+
+
+class _Ticker:
+    """The moments at which streamed chunks go out: every multiple of
+    ``interval`` seconds on the event loop's clock, the same for every
+    stream. All the streams waiting for a tick wake in one turn of the
+    loop and write their chunks together, so the loop (and the clients,
+    and the scheduler threads it would otherwise preempt) wakes once per
+    tick instead of once per stream: under 64 streams every 50 ms that is
+    20 wake-ups a second instead of about 1,300."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.waiting: dict[int, list[asyncio.Future]] = {}
+
+    async def tick(self, queues: list["_Pieces"]) -> None:
+        """Wait for the next tick, or until one of ``queues`` ends: a
+        finished choice's last chunk goes at once, and with it the request
+        (a client that asks again does so a tick sooner). Each caller waits
+        on a future of its own, so that a stream that goes away cancels
+        only its own."""
+        loop = asyncio.get_running_loop()
+        if self.interval <= 0:  # no ticks: each chunk as soon as there is text, other tasks first
+            return await asyncio.sleep(0)
+        future = loop.create_future()
+        for queue in queues:
+            queue.waiter = future
+        k = math.floor(loop.time() / self.interval) + 1
+        waiters = self.waiting.get(k)
+        if waiters is None:
+            waiters = self.waiting[k] = []
+            loop.call_at(k * self.interval, self._fire, k)
+        waiters.append(future)
+        await future
+
+    def _fire(self, k: int) -> None:
+        for future in self.waiting.pop(k):
+            if not future.done():  # done: its choice ended, or its stream went away
+                future.set_result(None)
+
+
+class _Pieces(asyncio.Queue):
+    """One choice's (piece, finish_reason, logprobs) as the scheduler hands
+    them over; the last also wakes the stream waiting for a tick."""
+
+    waiter: asyncio.Future | None = None
+
+    def put_piece(self, piece: str, reason: str | None, info: dict | None) -> None:
+        self.put_nowait((piece, reason, info))
+        if reason is not None and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 def _drain(queue: asyncio.Queue, first: tuple) -> tuple[str, str | None, list[dict]]:

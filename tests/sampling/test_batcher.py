@@ -104,6 +104,38 @@ def test_row_stable_batch_is_where_rows_stop_depending_on_the_batch():
         assert torch.equal(same, same[:1].expand_as(same))
 
 
+@pytest.mark.parametrize("read_beside", [True, False])
+def test_run_reads_prompts_beside_the_steps_or_in_them_with_the_same_text(read_beside):
+    """Batcher.run reads prompts in a thread of its own, or (read_beside=False, where every core
+    already steps streams) in the stepping thread, a slice a round; the text is generate's either way,
+    for a short prompt and for one longer than a round's slice."""
+    import threading
+    import time
+
+    from lstmgen.sampling.batcher import PROMPT_TOKENS_PER_ROUND
+
+    model = lstmgen.load()
+    batcher = Batcher(model, precision="fp32")
+    stopping = threading.Event()
+    stepping = threading.Thread(target=batcher.run, args=(stopping, None, read_beside), daemon=True)
+    stepping.start()
+    prompts = ["Alice was", "The Queen said " * (PROMPT_TOKENS_PER_ROUND // 10)]
+    config = SampleConfig(max_new_tokens=60, precision="fp32")
+    streams = [submit_stream(batcher, model, prompt, config, 5) for prompt in prompts]
+    try:
+        for _ in range(600):
+            if all(ends for _, _, ends, _ in streams):
+                break
+            time.sleep(0.05)
+    finally:
+        stopping.set()
+        stepping.join(timeout=30)
+    assert (batcher._reader is not None) == read_beside
+    for prompt, (_, pieces, ends, _) in zip(prompts, streams):
+        assert ends == ["length"]
+        assert "".join(pieces) == model.generate(prompt, SampleConfig(max_new_tokens=60, precision="fp32", seed=5))[0]
+
+
 def test_a_cancelled_stream_leaves_and_n_streams_share_one_reading():
     model = lstmgen.load()
     batcher = Batcher(model, precision="fp32")

@@ -214,16 +214,26 @@ class Batcher:
             return bool(self.active or self.waiting or (self.reading and self._reader is None)
                         or any(r.ready for r in self.reading))
 
-    def run(self, stopping: threading.Event, core: int | None = None) -> None:
-        """Step until ``stopping`` is set, with prompts read in a second
-        thread beside the steps: on a CPU with a core to spare a burst of new
-        requests then neither stalls the running streams nor waits behind
-        their steps (measured on 2 cores under 64 streams: prompt reading was
-        a quarter of the stepping thread's time). ``core``: the stepping
-        thread stays on that CPU core (Linux), the reader goes where it likes."""
-        self._reader = threading.Thread(target=self._read_loop, args=(stopping,), daemon=True,
-                                        name=f"{threading.current_thread().name}-prompts")
-        self._reader.start()
+    def run(self, stopping: threading.Event, core: int | None = None, read_beside: bool = True) -> None:
+        """Step until ``stopping`` is set. ``core``: the stepping thread
+        stays on that CPU core (Linux).
+
+        With ``read_beside``, prompts are read in a second thread beside the
+        steps, where it likes: with a core to spare, a burst of new requests
+        then neither stalls the running streams nor waits behind their
+        steps (measured on 2 cores under 64 streams and one scheduler:
+        prompt reading was a quarter of the stepping thread's time).
+        Without it, each round reads a slice of them first, as a bare
+        ``step`` does: when every core already steps streams, a reading
+        thread only takes turns with a stepping one, and the switches cost
+        more than they overlap (measured on 2 cores, two scheduler
+        processes under benchmarks/serve.py: 6.8-11.6% more characters a
+        second with prompts read in the stepping thread, in three pairs of
+        30 s runs)."""
+        if read_beside:
+            self._reader = threading.Thread(target=self._read_loop, args=(stopping,), daemon=True,
+                                            name=f"{threading.current_thread().name}-prompts")
+            self._reader.start()
         if core is not None and hasattr(os, "sched_setaffinity"):
             try:
                 os.sched_setaffinity(0, {core})  # 0: the calling thread, on Linux
@@ -236,7 +246,8 @@ class Batcher:
                         self.lock.wait(timeout=0.1)
         with self.lock:
             self.lock.notify_all()
-        self._reader.join()
+        if self._reader is not None:
+            self._reader.join()
 
     def _admit(self, events: list) -> None:
         with self.lock:

@@ -71,6 +71,8 @@ class BatcherProcess:
     """As Batcher's."""
     core: int | None = None
     """The CPU core the stepping thread keeps to (Batcher.run)."""
+    read_beside: bool = True
+    """Prompts are read in a thread beside the steps (Batcher.run)."""
     window: int = field(init=False, default=0)
     precision_choice: PrecisionChoice = field(init=False)
 
@@ -84,7 +86,7 @@ class BatcherProcess:
         self.process = context.Process(
             target=_scheduler_main, daemon=True, name="lstmgen-scheduler",
             args=(str(self.language_model.path), self.precision, self.max_streams, self.stable_rows, self.threads,
-                  self.core, child_requests, child_events))
+                  self.core, self.read_beside, child_requests, child_events))
         self.process.start()
         child_events.close()  # the child's ends: once it is gone, reading here meets the end of the pipe
         child_requests.close()
@@ -197,7 +199,7 @@ class BatcherProcess:
 
 
 def _scheduler_main(path: str, precision: str, max_streams: int, stable_rows: int | None, threads: int,
-                    core: int | None, requests, events) -> None:
+                    core: int | None, read_beside: bool, requests, events) -> None:
     """The scheduler process: load the model, answer 'ready', then run the Batcher."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on these, then sends 'stop'
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -219,7 +221,10 @@ def _scheduler_main(path: str, precision: str, max_streams: int, stable_rows: in
 
     def deliver(round_: list) -> None:
         # Here a Job's ``emit`` holds the server's id of its stream.
-        outbox.put([(job.emit, piece, reason, info, job.produced) for job, piece, reason, info in round_])
+        # A stream's first text and its end are waited for (the time to first text; a client's next
+        # request); the rest may wait for company.
+        outbox.put([(job.emit, piece, reason, info, job.produced) for job, piece, reason, info in round_],
+                   urgent=any(job.produced == 1 or reason is not None for job, _, reason, _ in round_))
 
     batcher.deliver = deliver
     stopping = threading.Event()
@@ -244,7 +249,7 @@ def _scheduler_main(path: str, precision: str, max_streams: int, stable_rows: in
 
     threading.Thread(target=take_requests, daemon=True, name="lstmgen-requests").start()
     try:
-        batcher.run(stopping, core)
+        batcher.run(stopping, core, read_beside)
     finally:
         outbox.close()
 
@@ -254,24 +259,30 @@ class _Outbox:
     stepping thread only hands them over: pickling 64 streams' events and
     writing them to the pipe took about 7% of its time under load (a
     profile of benchmarks/serve.py), and it now happens while the steps'
-    products run. After each message the thread waits ``gap`` seconds, so
-    that under load a message carries a few rounds (each message costs a
-    pickling here and a wake-up, an unpickling and a hand-over to the event
-    loop in the server); the first events after a quiet spell go at once."""
+    products run. A message waits up to ``gap`` seconds for more rounds to
+    join it (each message costs a pickling and a wake-up here, and a
+    wake-up, an unpickling and a hand-over to the event loop in the server),
+    since the server sends streamed text only at its ticks anyway; events
+    that someone waits for (a stream's first text, a stream's end, and the
+    first events after a quiet spell) go at once."""
 
-    def __init__(self, pipe, gap: float = 0.004):
+    def __init__(self, pipe, gap: float = 0.02):
         self.pipe, self.gap = pipe, gap
         self.events: list = []
         self.closed = False
-        self.idle = False  # the thread waits for events: put wakes it
+        self.urgent = False
+        self.due = 0.0  # the monotonic time from which the next message may go
+        self.idle = False  # the thread waits with nothing to send
         self.wake = threading.Condition()
         self.thread = threading.Thread(target=self._send, daemon=True, name="lstmgen-events")
         self.thread.start()
 
-    def put(self, events: list) -> None:
+    def put(self, events: list, urgent: bool = False) -> None:
         with self.wake:
             self.events += events
-            if self.idle:
+            self.urgent = self.urgent or urgent
+            # A wake-up costs a switch of threads: only for what must go now.
+            if urgent or (self.idle and time.monotonic() >= self.due):
                 self.wake.notify()
 
     def close(self) -> None:
@@ -284,20 +295,23 @@ class _Outbox:
     def _send(self) -> None:
         while True:
             with self.wake:
-                while not self.events and not self.closed:
-                    self.idle = True
-                    self.wake.wait()
-                    self.idle = False
-                events, self.events, closed = self.events, [], self.closed
+                while not self.closed and not self.urgent:
+                    wait = self.due - time.monotonic()
+                    if self.events and wait <= 0:
+                        break
+                    # Idle (nothing to send) waits for a put; else until the message is due.
+                    self.idle = not self.events
+                    self.wake.wait(None if self.idle and wait <= 0 else wait)
+                self.idle = False
+                events, self.events, closed, self.urgent = self.events, [], self.closed, False
             if events:
                 try:
                     self.pipe.send(events)
                 except OSError:  # the server went away; the requests pipe tells the scheduler to stop
                     return
+                self.due = time.monotonic() + self.gap
             if closed and not events:
                 return
-            if not closed:
-                time.sleep(self.gap)
 
 
 STREAMS_PER_PROCESS = 32
@@ -366,10 +380,13 @@ class BatcherPool:
 
         cores = self._cores()
         self._taken = cores or []
+        # Prompts are read beside the steps only where the steps leave a core free (Batcher.run).
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        read_beside = self.processes * self.threads < usable
 
         def start(i: int, precision: str) -> BatcherProcess:
             return BatcherProcess(self.language_model, precision, caps[i], self.threads, stable_rows=caps[0],
-                                  core=cores[i] if cores else None)
+                                  core=cores[i] if cores else None, read_beside=read_beside)
         first = start(0, self.precision)
         self.precision_choice = first.precision_choice
         self.window = first.window
