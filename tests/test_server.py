@@ -359,6 +359,7 @@ def test_streams_wait_for_one_shared_tick_and_a_finished_choice_goes_at_once():
         async def stream():
             await ticker.tick([_Pieces()])
             woke.append((turn[0], loop.time()))
+        await asyncio.sleep(0.5 - loop.time() % 0.5 + 0.02)  # just past a tick: the next is 0.48 s away
         streams = [asyncio.create_task(stream()) for _ in range(5)]
         leaving = asyncio.create_task(stream())
         await asyncio.sleep(0.05)
@@ -393,17 +394,31 @@ def test_scheduler_events_wait_for_company_unless_someone_waits_for_them():
 
     receiving, sending = multiprocessing.Pipe(duplex=False)
     outbox = _Outbox(sending, gap=1.0)
+
+    def event(stream: int, piece: str, reason: str | None = None) -> tuple:
+        return stream, piece, reason, None, 1
     try:
-        outbox.put(["first"])  # after a quiet spell: at once
-        assert receiving.poll(0.5) and receiving.recv() == ["first"]
-        outbox.put(["a"])
-        outbox.put(["b"])
+        outbox.put([event(1, "first")])  # after a quiet spell: at once
+        assert receiving.poll(0.5) and receiving.recv() == [event(1, "first")]
+        outbox.put([event(1, "a")])
+        outbox.put([event(2, "b")])
         assert not receiving.poll(0.3)  # waits for company, up to the gap
-        assert receiving.poll(2.0) and receiving.recv() == ["a", "b"]
-        outbox.put(["c"])
-        outbox.put(["end"], urgent=True)  # someone waits: at once, with what waited before it
-        assert receiving.poll(0.5) and receiving.recv() == ["c", "end"]
-        outbox.put(["last"])
+        assert receiving.poll(2.0) and receiving.recv() == [event(1, "a"), event(2, "b")]
+        outbox.put([event(1, "c")])
+        outbox.put([event(2, "end", "stop")], urgent=True)  # someone waits: at once, with what waited before it
+        assert receiving.poll(0.5) and receiving.recv() == [event(1, "c"), event(2, "end", "stop")]
+        outbox.put([event(1, "last")])
     finally:
         outbox.close()  # sends what is left
-    assert receiving.poll(0.5) and receiving.recv() == ["last"]
+    assert receiving.poll(0.5) and receiving.recv() == [event(1, "last")]
+
+
+def test_a_message_joins_each_streams_plain_pieces_in_order():
+    from lstmgen.sampling.batcher_process import _merged
+
+    events = [(1, "a", None, None, 1), (2, "x", None, None, 1), (1, "b", None, None, 2),
+              (2, "y", None, {"token": "y"}, 2), (2, "z", None, None, 3), (1, "c", "length", None, 3),
+              (2, "!", "stop", None, 4)]
+    assert _merged(events) == [(1, "abc", "length", None, 3), (2, "x", None, None, 1),
+                               (2, "y", None, {"token": "y"}, 2), (2, "z!", "stop", None, 4)]
+    assert _merged([]) == []

@@ -306,12 +306,33 @@ class _Outbox:
                 events, self.events, closed, self.urgent = self.events, [], self.closed, False
             if events:
                 try:
-                    self.pipe.send(events)
+                    self.pipe.send(_merged(events))
                 except OSError:  # the server went away; the requests pipe tells the scheduler to stop
                     return
                 self.due = time.monotonic() + self.gap
             if closed and not events:
                 return
+
+
+def _merged(events: list) -> list:
+    """The events of several rounds with each stream's consecutive plain
+    pieces (no logprobs) joined into one event: a message under 64 streams
+    carries a few rounds, and each event costs a pickling here, and an
+    unpickling, a queue's put and get in the server. A stream's events keep
+    their order; an event with logprobs stays one token's."""
+    out: list = []
+    joining: dict[int, int] = {}  # a stream's id -> the index in ``out`` of its event that later pieces join
+    for event in events:
+        job_id, piece, reason, info, produced = event
+        if info is not None:
+            joining.pop(job_id, None)  # what follows must come after this token
+        elif (at := joining.get(job_id)) is not None:
+            out[at] = (job_id, out[at][1] + piece, reason, None, produced)
+            continue
+        else:
+            joining[job_id] = len(out)
+        out.append(event)
+    return out
 
 
 STREAMS_PER_PROCESS = 32
