@@ -7,9 +7,9 @@ Starts the real server (`lstmgen serve`, bundled model) in a subprocess,
 then runs CLIENTS clients for SECONDS, each asking again and again for
 NEW_TOKENS characters streamed after a 100-character prompt from Alice
 (client i starts at i × RAMP / CLIENTS seconds). Reports p50/p99 time to
-first text and between chunks (the server sends at most one chunk per
-stream every --stream-interval seconds, with all the text since),
-aggregate characters per second (those that arrived between the end of
+first text and between chunks (after a stream's first text the server
+sends every stream's chunk at the same ticks, --stream-interval seconds
+apart, each with all the text since), aggregate characters per second (those that arrived between the end of
 the ramp and the end of the run, when every client is running; the
 whole run's figure beside it), errors and the server's peak RSS; beside
 it, the 64-stream figure of plain batched generation on the same model,

@@ -9,9 +9,9 @@ A round (``Batcher.step``):
 
 1. admit waiting jobs while there is room;
 2. streams whose prompts are read join the batch. Under ``run`` a second
-   thread reads prompts beside the steps; a bare ``step`` reads a slice of
-   them itself (a long prompt over several rounds, so that it never stalls
-   the streams already running);
+   thread may read prompts beside the steps (``read_beside``); otherwise
+   ``step`` reads a slice of them itself (a long prompt over several
+   rounds, so that it never stalls the streams already running);
 3. sample one token for every active stream: the penalties and DRY, one
    vectorised call per group of streams with equal penalty settings (their
    histories are rows of one History), then the filters and the draw, one
