@@ -262,6 +262,7 @@ def test_two_scheduler_processes_share_the_streams_and_keep_the_text(monkeypatch
     pool = app.state.slots["alice"].batcher
     first, second = pool.shards
     assert (first.max_streams, second.max_streams) == (4, 4)
+    assert [shard.events_gap for shard in pool.shards] == [0.02, 0.02]  # chunks every 0.05 s: no need to hurry
     # Prompts are read in the stepping threads when the two leave no core free (Batcher.run).
     assert [shard.read_beside for shard in pool.shards] == [len(os.sched_getaffinity(0)) > 2] * 2
     srv, thread, port = start_server(app)
@@ -335,9 +336,11 @@ def test_scheduler_processes_by_default_fill_the_cores_with_at_least_32_streams_
 
 
 def test_streams_wait_for_one_shared_tick_and_a_finished_choice_goes_at_once():
-    """_Ticker: every stream waiting for a tick wakes in the same turn of the event loop, just
-    past the same multiple of the interval; a choice that ends wakes its stream at once; a
-    stream that goes away cancels only its own wait; interval 0 waits for nothing."""
+    """_Ticker: streams that began waiting at different moments wake in the same turn of the event
+    loop, at the same tick; a choice that ends wakes its stream at once, and one that ended
+    while its stream was busy elsewhere does not wait at all; a stream that goes away cancels
+    only its own wait; a wait ends at the request's own end; wake_all ends every wait (a drain);
+    interval 0 waits for nothing."""
     import asyncio
     import math
 
@@ -346,28 +349,25 @@ def test_streams_wait_for_one_shared_tick_and_a_finished_choice_goes_at_once():
     async def scenario():
         loop = asyncio.get_running_loop()
         ticker = _Ticker(0.5)
-        woke: list[tuple[int, float]] = []
-        turn = [0]
-
-        def count_turns():  # a callback per turn of the loop, to tell turns apart
-            turn[0] += 1
-            if not stop.is_set():
-                loop.call_soon(count_turns)
-        stop = asyncio.Event()
-        loop.call_soon(count_turns)
+        woke: list[float] = []
+        later_turn = []  # set in the turn after the first stream woke
 
         async def stream():
             await ticker.tick([_Pieces()])
-            woke.append((turn[0], loop.time()))
+            if not woke:
+                loop.call_soon(later_turn.append, True)
+            woke.append(loop.time())
+            assert not later_turn  # still the first one's turn
         await asyncio.sleep(0.5 - loop.time() % 0.5 + 0.02)  # just past a tick: the next is 0.48 s away
-        streams = [asyncio.create_task(stream()) for _ in range(5)]
+        early = asyncio.create_task(stream())
         leaving = asyncio.create_task(stream())
         await asyncio.sleep(0.05)
         leaving.cancel()
-        await asyncio.gather(*streams)
-        assert leaving.cancelled() and len(woke) == 5
-        assert len({t for t, _ in woke}) == 1  # one turn of the loop
-        assert len({math.floor(at / 0.5) for _, at in woke}) == 1  # just past one tick
+        await asyncio.sleep(0.2)
+        late = asyncio.create_task(stream())  # began 0.25 s after the first
+        await asyncio.gather(early, late)
+        assert leaving.cancelled() and len(woke) == 2
+        assert len({math.floor(at / 0.5) for at in woke}) == 1 and woke[1] - woke[0] < 0.01
 
         hourly = _Ticker(3600.0)
         if 3600 - loop.time() % 3600 < 1:  # a tick about to come would hide what is tested
@@ -378,9 +378,14 @@ def test_streams_wait_for_one_shared_tick_and_a_finished_choice_goes_at_once():
         assert not waiting.done()
         ending.put_piece("!", "length", None)
         await asyncio.wait_for(waiting, timeout=0.4)  # woken by the end, not by a tick
+        await asyncio.wait_for(hourly.tick([ending]), timeout=0.4)  # its end still unread: no wait
+        await asyncio.wait_for(hourly.tick([_Pieces()], until=loop.time() + 0.05), timeout=0.4)
+        draining = [asyncio.create_task(hourly.tick([_Pieces()])) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        hourly.wake_all()
+        await asyncio.wait_for(asyncio.gather(*draining), timeout=0.4)
         assert math.floor(loop.time() / 3600) == math.floor(start / 3600)
-        await _Ticker(0).tick([ending])  # no ticks: returns at once
-        stop.set()
+        await asyncio.wait_for(_Ticker(0).tick([_Pieces()]), timeout=0.4)
 
     asyncio.run(scenario())
 
@@ -411,6 +416,12 @@ def test_scheduler_events_wait_for_company_unless_someone_waits_for_them():
     finally:
         outbox.close()  # sends what is left
     assert receiving.poll(0.5) and receiving.recv() == [event(1, "last")]
+
+
+@pytest.mark.parametrize("interval", [-0.1, float("nan"), 6.0])
+def test_an_impossible_stream_interval_is_refused(interval):
+    with pytest.raises(lstmgen.LstmgenError, match="stream_interval must be from 0 to 5 seconds"):
+        lstmgen.create_server({"alice": lstmgen.load()}, stream_interval=interval)
 
 
 def test_a_message_joins_each_streams_plain_pieces_in_order():

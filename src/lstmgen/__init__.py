@@ -32,7 +32,7 @@ _EXPORTS = {
     # every door's options, from the config dataclasses
     "config_fields": "fields", "add_config_arguments": "fields", "config_from_arguments": "fields",
     # the interactive door
-    "chat": "chat:run_chat", "create_server": "server:create_app",
+    "chat": "chat:run_chat", "create_server": "server:create_app", "MAX_STREAM_INTERVAL": "server",
     # the machine
     "machine_report": "doctor", "format_report": "doctor", "PrecisionChoice": "precision",
     "LstmgenError": "errors", "TrainingInterrupted": "errors",

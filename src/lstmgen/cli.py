@@ -56,8 +56,9 @@ def _number(text: str) -> float:
 
 def _stream_interval(text: str) -> float:
     value = _number(text)
-    if not 0 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"expected seconds from 0 (a chunk per token) to 60, got {text!r}")
+    if not 0 <= value <= lstmgen.MAX_STREAM_INTERVAL:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 (each piece as it comes) to "
+                                         f"{lstmgen.MAX_STREAM_INTERVAL:g}, got {text!r}")
     return value
 
 

@@ -34,6 +34,7 @@ OPENAI_NAMES = {"max_tokens": "max_new_tokens", "n": "num_samples"}
 # request's own: a window-trained model's Batcher steps sliding and stateful streams side by side.
 NOT_FROM_REQUESTS = ("precision",)
 MAX_TOKENS_DEFAULT = 16  # OpenAI's
+MAX_STREAM_INTERVAL = 5.0  # seconds between streamed chunks, at most
 WEB = Path(__file__).parent / "web"  # the page at /: static files, no CDN, works offline
 
 
@@ -112,14 +113,14 @@ def _field_names(message: str) -> str:
 
 class ModelSlot:
     def __init__(self, name: str, model, max_streams: int, precision: str = "fp32", scheduler: str = "thread",
-                 threads: int = 1, processes: int = 1):
+                 threads: int = 1, processes: int = 1, events_gap: float = 0.02):
         self.name, self.model = name, model
         if scheduler == "process" and processes > 1:
             self.batcher = lstmgen.BatcherPool(model, precision=precision, max_streams=max_streams,
-                                               processes=processes, threads=threads)
+                                               processes=processes, threads=threads, events_gap=events_gap)
         elif scheduler == "process":
             self.batcher = lstmgen.BatcherProcess(model, precision=precision, max_streams=max_streams,
-                                                  threads=threads)
+                                                  threads=threads, events_gap=events_gap)
         else:
             self.batcher = lstmgen.Batcher(model, precision=precision, max_streams=max_streams)
         self.stopping = threading.Event()
@@ -175,7 +176,11 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     (started as multiprocessing's 'spawn' starts it, so a script that asks
     for it needs an ``if __name__ == "__main__":`` guard)."""
     _check_schedulers(scheduler, processes, max_streams)
-    slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads, processes)
+    if not 0 <= stream_interval <= MAX_STREAM_INTERVAL:  # NaN too
+        raise LstmgenError(f"stream_interval must be from 0 to {MAX_STREAM_INTERVAL:g} seconds, got {stream_interval}")
+    # A scheduler process's events need not come more often than the chunks go out.
+    slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads, processes,
+                             events_gap=min(0.02, stream_interval))
              for name, m in models.items()}
     default_name = next(iter(slots))
     app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=_schedulers_running(slots))
@@ -184,7 +189,11 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     # with finish_reason 'length' once the drain time is up, cleanly, instead of being cut off.
     app.state.drain_deadline = math.inf
     app.state.ticker = _Ticker(stream_interval)
-    app.state.begin_drain = lambda seconds: setattr(app.state, "drain_deadline", time.monotonic() + seconds)
+
+    def begin_drain(seconds: float) -> None:  # called in a signal handler
+        app.state.drain_deadline = time.monotonic() + seconds
+        app.state.ticker.wake_all()  # streams waiting for a tick look at the new deadline now
+    app.state.begin_drain = begin_drain
 
     _answer_errors_as_openai(app, max_body_bytes)
     if api_key:
@@ -432,8 +441,7 @@ async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, d
                 yield _chunk(head, i, echo, None)
         while open_:
             if not first:
-                await ticker.tick(queues)
-            first = False
+                await ticker.tick(queues, min(deadline, request.app.state.drain_deadline))
             for i in sorted(open_):
                 got = await _next(queues[i], request, deadline)
                 if got is LEFT:
@@ -447,6 +455,7 @@ async def _events(head: dict, queues, jobs, slot, request: Request, echo: str, d
                     break
                 text, reason, infos = _drain(queues[i], got)
                 if text or reason or infos:
+                    first = first and not text  # until some text went, the next goes at once too
                     yield _chunk(head, i, text, reason, _legacy_logprobs(infos, offsets[i]) if infos else None)
                     offsets[i] += sum(len(info["token"]) for info in infos)
                 if reason is not None:
@@ -468,26 +477,32 @@ class _Ticker:
     stream. All the streams waiting for a tick wake in one turn of the
     loop and write their chunks together, so the loop (and the clients,
     and the scheduler threads it would otherwise preempt) wakes once per
-    tick instead of once per stream: under 64 streams every 50 ms that is
-    20 wake-ups a second instead of about 1,300."""
+    tick instead of once per stream. An interval under a millisecond
+    means no ticks: each piece goes as it comes."""
 
     def __init__(self, interval: float):
-        self.interval = interval
+        self.interval = interval if interval >= 0.001 else 0.0
         self.waiting: dict[int, list[asyncio.Future]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def tick(self, queues: list["_Pieces"]) -> None:
-        """Wait for the next tick, or until one of ``queues`` ends: a
-        finished choice's last chunk goes at once, and with it the request
-        (a client that asks again does so a tick sooner). Each caller waits
+    async def tick(self, queues: list["_Pieces"], until: float = math.inf) -> None:
+        """Wait for the next tick, or until one of ``queues`` ends (a
+        finished choice's last chunk goes at once, and with it the request:
+        a client that asks again does so a tick sooner), or until ``until``
+        on the loop's clock (the request's time is up). Each caller waits
         on a future of its own, so that a stream that goes away cancels
         only its own."""
         loop = asyncio.get_running_loop()
-        if self.interval <= 0:  # no ticks: each chunk as soon as there is text, other tasks first
-            return await asyncio.sleep(0)
+        if self.loop is not loop:  # a new loop: what waited in another one is gone with it
+            self.loop, self.waiting = loop, {}
+        if self.interval <= 0 or any(queue.ended and not queue.empty() for queue in queues):
+            return await asyncio.sleep(0)  # other tasks first
+        k = math.floor(loop.time() / self.interval) + 1
+        if k * self.interval > until:
+            return await asyncio.sleep(max(until - loop.time(), 0))
         future = loop.create_future()
         for queue in queues:
             queue.waiter = future
-        k = math.floor(loop.time() / self.interval) + 1
         waiters = self.waiting.get(k)
         if waiters is None:
             waiters = self.waiting[k] = []
@@ -495,8 +510,18 @@ class _Ticker:
         waiters.append(future)
         await future
 
+    def wake_all(self) -> None:
+        """End every wait now; safe from a signal handler or another thread."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fire_all)
+
+    def _fire_all(self) -> None:
+        for k in list(self.waiting):
+            self._fire(k)
+
     def _fire(self, k: int) -> None:
-        for future in self.waiting.pop(k):
+        for future in self.waiting.pop(k, ()):
             if not future.done():  # done: its choice ended, or its stream went away
                 future.set_result(None)
 
@@ -506,11 +531,14 @@ class _Pieces(asyncio.Queue):
     them over; the last also wakes the stream waiting for a tick."""
 
     waiter: asyncio.Future | None = None
+    ended = False
 
     def put_piece(self, piece: str, reason: str | None, info: dict | None) -> None:
         self.put_nowait((piece, reason, info))
-        if reason is not None and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        if reason is not None:
+            self.ended = True
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
 
 
 def _drain(queue: asyncio.Queue, first: tuple) -> tuple[str, str | None, list[dict]]:

@@ -75,7 +75,9 @@ def test_any_fixed_step_precision_gives_a_stream_its_text_alone_and_in_a_crowd(p
     assert alone.stepper.precision == alone.precision_choice.precision
     _, pieces, _, infos = submit_stream(alone, model, "Alice was", config, 3, logprobs=1)
     run_all(alone)
-    crowded = Batcher(model, precision=precision, max_streams=24)
+    # 'auto' times the candidates again in a second Batcher until its cached timings agree, and
+    # two close ones may then differ: the crowd joins the same Batcher, as a server's requests do.
+    crowded = alone if precision == "auto" else Batcher(model, precision=precision, max_streams=24)
     others = [submit_stream(crowded, model, f"The Queen {i}", SampleConfig(max_new_tokens=10 + 5 * i), i)
               for i in range(20)]
     _, pieces2, _, infos2 = submit_stream(crowded, model, "Alice was", config, 3, logprobs=1)
@@ -127,10 +129,11 @@ def test_run_reads_prompts_beside_the_steps_or_in_them_with_the_same_text(read_b
             if all(ends for _, _, ends, _ in streams):
                 break
             time.sleep(0.05)
+        assert (batcher._reader is not None) == read_beside
     finally:
         stopping.set()
         stepping.join(timeout=30)
-    assert (batcher._reader is not None) == read_beside
+    assert batcher._reader is None  # gone with run: a later step reads prompts itself
     for prompt, (_, pieces, ends, _) in zip(prompts, streams):
         assert ends == ["length"]
         assert "".join(pieces) == model.generate(prompt, SampleConfig(max_new_tokens=60, precision="fp32", seed=5))[0]

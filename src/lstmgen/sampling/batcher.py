@@ -88,6 +88,8 @@ class Job:
     the state, one per window in progress); 0 for one stateful row."""
     position: int = 0
     """Tokens a sliding stream's windows have read: which row starts afresh next."""
+    spoke: bool = False
+    """Some of its text has been handed on (a scheduler process sends a stream's first text at once)."""
     _uniforms: list[float] = field(default_factory=list, repr=False)
     penalties: tuple = field(init=False, repr=False)
     """penalty_key(config): streams with equal keys share one History."""
@@ -248,6 +250,7 @@ class Batcher:
             self.lock.notify_all()
         if self._reader is not None:
             self._reader.join()
+            self._reader = None  # a later step or run reads prompts again
 
     def _admit(self, events: list) -> None:
         with self.lock:

@@ -12,9 +12,10 @@ The two processes speak over two pipes::
     submit / cancel / stop  ── requests ──▶  a thread that feeds the Batcher
     deliver(events)         ◀── events ───   Batcher.run, one list per round
 
-Each round's events go as one message, or several rounds' as one when
-they pile up: (job id, piece, finish reason, logprobs, tokens produced)
-for every stream that moved. The scheduler
+A message carries the events of the rounds of up to ``events_gap``
+seconds (20 ms by default; at once for a stream's first text and its
+end): (job id, piece, finish reason, logprobs, tokens produced), a
+stream's plain pieces of the message joined into one. The scheduler
 process loads the model from its run directory; it ignores SIGINT and
 SIGTERM (the server drains, then stops it) and ends by itself when the
 server's end of a pipe closes.
@@ -73,6 +74,8 @@ class BatcherProcess:
     """The CPU core the stepping thread keeps to (Batcher.run)."""
     read_beside: bool = True
     """Prompts are read in a thread beside the steps (Batcher.run)."""
+    events_gap: float = 0.02
+    """Seconds a message of events waits for later rounds to join it (_Outbox)."""
     window: int = field(init=False, default=0)
     precision_choice: PrecisionChoice = field(init=False)
 
@@ -86,7 +89,7 @@ class BatcherProcess:
         self.process = context.Process(
             target=_scheduler_main, daemon=True, name="lstmgen-scheduler",
             args=(str(self.language_model.path), self.precision, self.max_streams, self.stable_rows, self.threads,
-                  self.core, self.read_beside, child_requests, child_events))
+                  self.core, self.read_beside, self.events_gap, child_requests, child_events))
         self.process.start()
         child_events.close()  # the child's ends: once it is gone, reading here meets the end of the pipe
         child_requests.close()
@@ -199,7 +202,7 @@ class BatcherProcess:
 
 
 def _scheduler_main(path: str, precision: str, max_streams: int, stable_rows: int | None, threads: int,
-                    core: int | None, read_beside: bool, requests, events) -> None:
+                    core: int | None, read_beside: bool, events_gap: float, requests, events) -> None:
     """The scheduler process: load the model, answer 'ready', then run the Batcher."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server drains on these, then sends 'stop'
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -217,14 +220,18 @@ def _scheduler_main(path: str, precision: str, max_streams: int, stable_rows: in
     jobs: dict[int, object] = {}  # by the server's id, for cancelling
 
     events.send(("ready", {"precision": batcher.precision_choice.to_dict(), "window": batcher.window}))
-    outbox = _Outbox(events)
+    outbox = _Outbox(events, events_gap)
 
     def deliver(round_: list) -> None:
         # Here a Job's ``emit`` holds the server's id of its stream.
         # A stream's first text and its end are waited for (the time to first text; a client's next
         # request); the rest may wait for company.
-        outbox.put([(job.emit, piece, reason, info, job.produced) for job, piece, reason, info in round_],
-                   urgent=any(job.produced == 1 or reason is not None for job, _, reason, _ in round_))
+        urgent = False
+        for job, piece, reason, _ in round_:
+            if reason is not None or (piece and not job.spoke):
+                urgent = True
+            job.spoke = job.spoke or bool(piece)
+        outbox.put([(job.emit, piece, reason, info, job.produced) for job, piece, reason, info in round_], urgent)
 
     batcher.deliver = deliver
     stopping = threading.Event()
@@ -386,6 +393,8 @@ class BatcherPool:
     processes: int = 2
     threads: int = 1
     deliver: Callable[[list], None] | None = None
+    events_gap: float = 0.02
+    """As BatcherProcess's."""
     window: int = field(init=False, default=0)
     precision_choice: PrecisionChoice = field(init=False)
 
@@ -401,13 +410,15 @@ class BatcherPool:
 
         cores = self._cores()
         self._taken = cores or []
-        # Prompts are read beside the steps only where the steps leave a core free (Batcher.run).
+        # Prompts are read beside the steps where this pool's steps leave a core free (Batcher.run);
+        # the event loop and other models' pools are not counted.
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         read_beside = self.processes * self.threads < usable
 
         def start(i: int, precision: str) -> BatcherProcess:
             return BatcherProcess(self.language_model, precision, caps[i], self.threads, stable_rows=caps[0],
-                                  core=cores[i] if cores else None, read_beside=read_beside)
+                                  core=cores[i] if cores else None, read_beside=read_beside,
+                                  events_gap=self.events_gap)
         first = start(0, self.precision)
         self.precision_choice = first.precision_choice
         self.window = first.window
