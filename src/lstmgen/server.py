@@ -113,8 +113,9 @@ def _field_names(message: str) -> str:
 
 class ModelSlot:
     def __init__(self, name: str, model, max_streams: int, precision: str = "fp32", scheduler: str = "thread",
-                 threads: int = 1, processes: int = 1, events_gap: float = 0.02):
+                 threads: int = 1, processes: int = 1, events_gap: float | None = None):
         self.name, self.model = name, model
+        events_gap = lstmgen.BatcherProcess.events_gap if events_gap is None else events_gap
         if scheduler == "process" and processes > 1:
             self.batcher = lstmgen.BatcherPool(model, precision=precision, max_streams=max_streams,
                                                processes=processes, threads=threads, events_gap=events_gap)
@@ -176,25 +177,15 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
     (started as multiprocessing's 'spawn' starts it, so a script that asks
     for it needs an ``if __name__ == "__main__":`` guard)."""
     _check_schedulers(scheduler, processes, max_streams)
-    if not 0 <= stream_interval <= MAX_STREAM_INTERVAL:  # NaN too
-        raise LstmgenError(f"stream_interval must be from 0 to {MAX_STREAM_INTERVAL:g} seconds, got {stream_interval}")
+    _check_stream_interval(stream_interval)
     # A scheduler process's events need not come more often than the chunks go out.
     slots = {name: ModelSlot(name, m, max_streams, precision, scheduler, threads, processes,
-                             events_gap=min(0.02, stream_interval))
+                             events_gap=min(lstmgen.BatcherProcess.events_gap, stream_interval))
              for name, m in models.items()}
     default_name = next(iter(slots))
     app = FastAPI(title="lstmgen", docs_url=None, redoc_url=None, lifespan=_schedulers_running(slots))
     app.state.slots = slots
-    # On SIGTERM the server stops taking connections and calls begin_drain: running requests end
-    # with finish_reason 'length' once the drain time is up, cleanly, instead of being cut off.
-    app.state.drain_deadline = math.inf
-    app.state.ticker = _Ticker(stream_interval)
-
-    def begin_drain(seconds: float) -> None:  # called in a signal handler
-        app.state.drain_deadline = time.monotonic() + seconds
-        app.state.ticker.wake_all()  # streams waiting for a tick look at the new deadline now
-    app.state.begin_drain = begin_drain
-
+    _add_ticks_and_drain(app, stream_interval)
     _answer_errors_as_openai(app, max_body_bytes)
     if api_key:
         app.add_middleware(_BearerKey, key=api_key)
@@ -243,6 +234,25 @@ def create_app(models: dict[str, Any], max_streams: int = 64, max_tokens_cap: in
                                                   "total_tokens": len(ids) + completion_tokens})
 
     return app
+
+
+def _check_stream_interval(stream_interval: float) -> None:
+    if not 0 <= stream_interval <= MAX_STREAM_INTERVAL:  # NaN too
+        raise LstmgenError(f"stream_interval must be from 0 to {MAX_STREAM_INTERVAL:g} seconds, got {stream_interval}")
+
+
+def _add_ticks_and_drain(app: FastAPI, stream_interval: float) -> None:
+    """The app's ticker (_Ticker) and ``begin_drain``. On SIGTERM the server
+    stops taking connections and calls begin_drain: running requests end
+    with finish_reason 'length' once the drain time is up, cleanly, instead
+    of being cut off."""
+    app.state.drain_deadline = math.inf
+    app.state.ticker = _Ticker(stream_interval)
+
+    def begin_drain(seconds: float) -> None:  # called in a signal handler
+        app.state.drain_deadline = time.monotonic() + seconds
+        app.state.ticker.wake_all()  # streams waiting for a tick look at the new deadline now
+    app.state.begin_drain = begin_drain
 
 
 def _check_schedulers(scheduler: str, processes: int, max_streams: int) -> None:
